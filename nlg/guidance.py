@@ -1,0 +1,234 @@
+"""``NoiseLevelGuidance``: NLG for a whole pipeline, in two lines.
+
+    nlg = NoiseLevelGuidance()                       # the paper's defaults
+    image = nlg(pipe, "a red cube on a blue sphere", generator=torch.Generator("cuda").manual_seed(0)).images[0]
+
+The class holds the configuration (as diffusers' schedulers and guiders do); the algorithm is
+:func:`nlg.refine_noise`; the model-specific work is done by an adapter (:mod:`nlg.pipelines`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .pipelines import ENCODE_KWARGS, SDXL_SIZE_KWARGS, get_adapter
+from .refine import GeneratorLike, refine_noise, validate_refine_options
+
+__all__ = ["NoiseLevelGuidance", "NLGRefinement"]
+
+
+@dataclass
+class NLGRefinement:
+    """The result of :meth:`NoiseLevelGuidance.refine`.
+
+    Args:
+        latents (`torch.Tensor`):
+            Refined unit-variance latents, ready for ``pipe(latents=...)``; the pipeline applies
+            ``init_noise_sigma`` itself.
+        step_norms (`torch.Tensor`):
+            ‖ε(n|c) − ε(n|∅)‖₂ per step and image before clipping, shape ``(refining_steps, B)``.
+        conditioning (`Dict[str, Any]`):
+            The prompt embeddings used, keyed by the pipeline argument that takes them
+            (``prompt_embeds``, ``negative_prompt_embeds``, and for SDXL the pooled ones).
+    """
+
+    latents: Tensor
+    step_norms: Tensor
+    conditioning: Dict[str, Any] = field(default_factory=dict)
+
+
+class NoiseLevelGuidance:
+    r"""Noise Level Guidance (Ali et al. 2025, https://arxiv.org/abs/2509.13936).
+
+    Refines the initial noise n by K steps of ``n ← normalise(n − η·clip(ε(n|c) − ε(n|∅)) + √λ z)``, with
+    the model evaluated at the last training timestep on ``[n, n]`` with (negative, positive)
+    prompts, then hands n to the unmodified pipeline as ``latents=``.
+
+    Args:
+        refining_steps (`int`, defaults to 20):
+            Number of refinement steps K (paper: 20). 0 reproduces the plain pipeline exactly.
+        step_size (`float`, defaults to 1.0):
+            Step size η (paper: 1.0).
+        clip_threshold (`float`, *optional*, defaults to 0.5):
+            Per-sample norm bound on the direction (paper: 0.5); ``None`` disables clipping.
+        noise_level (`float`, defaults to 0.001):
+            Variance λ of the noise added each step (paper: 0.001); 0 adds none.
+        normalize_latents (`bool`, defaults to True):
+            Rescale each latent to norm √D after every step (paper: on).
+        boundary_control (`bool`, defaults to False):
+            Clamp latents to [−3, 3] after every step.
+        guidance_formula_gamma (`float`, *optional*, defaults to None):
+            If set, use the guidance-formula direction ``γ ε(n|c) + (1−γ) ε(n|∅)`` instead of the
+            difference (the reference code's ``--guidance_formula`` uses γ = 3.0).
+        reference_timestep (`int`, *optional*, defaults to None):
+            Timestep at which the model is evaluated; ``None`` means the last training timestep
+            (999 for Stable Diffusion).  Zero-terminal-SNR schedules need an earlier one.
+    """
+
+    def __init__(
+        self,
+        refining_steps: int = 20,
+        step_size: float = 1.0,
+        clip_threshold: Optional[float] = 0.5,
+        noise_level: float = 0.001,
+        normalize_latents: bool = True,
+        boundary_control: bool = False,
+        guidance_formula_gamma: Optional[float] = None,
+        *,
+        reference_timestep: Optional[int] = None,
+    ) -> None:
+        validate_refine_options(
+            refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
+        )
+        if guidance_formula_gamma is not None and (
+            isinstance(guidance_formula_gamma, bool) or not isinstance(guidance_formula_gamma, (int, float))
+        ):
+            raise TypeError(f"guidance_formula_gamma must be a number or None, got {type(guidance_formula_gamma).__name__}")
+        if reference_timestep is not None and (
+            isinstance(reference_timestep, bool) or not isinstance(reference_timestep, int) or reference_timestep < 0
+        ):
+            raise ValueError(f"reference_timestep must be a non-negative int or None, got {reference_timestep!r}")
+        self.refining_steps = refining_steps
+        self.step_size = step_size
+        self.clip_threshold = clip_threshold
+        self.noise_level = noise_level
+        self.normalize_latents = bool(normalize_latents)
+        self.boundary_control = bool(boundary_control)
+        self.guidance_formula_gamma = guidance_formula_gamma
+        self.reference_timestep = reference_timestep
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({fields})"
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments, e.g. for a manifest."""
+        return {
+            "refining_steps": self.refining_steps,
+            "step_size": self.step_size,
+            "clip_threshold": self.clip_threshold,
+            "noise_level": self.noise_level,
+            "normalize_latents": self.normalize_latents,
+            "boundary_control": self.boundary_control,
+            "guidance_formula_gamma": self.guidance_formula_gamma,
+            "reference_timestep": self.reference_timestep,
+        }
+
+    def refine(
+        self,
+        pipe: Any,
+        prompt: Any,
+        *,
+        negative_prompt: Any = None,
+        num_images_per_prompt: int = 1,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        latents: Optional[Tensor] = None,
+        generator: GeneratorLike = None,
+        **kwargs: Any,
+    ) -> NLGRefinement:
+        """Refine initial noise for ``pipe`` and ``prompt`` without running the sampler.
+
+        Args:
+            pipe: a Stable Diffusion / SDXL pipeline, or any object with an ``nlg_adapter()`` method.
+            prompt (`str` or `List[str]`): the prompt(s); for :mod:`nlg.digits` the class label(s).
+            negative_prompt (*optional*): the null condition; defaults to the empty prompt.
+            num_images_per_prompt (`int`, defaults to 1): images per prompt.
+            height, width (`int`, *optional*): image size in pixels; defaults to the pipeline's.
+            latents (`torch.Tensor`, *optional*): initial unit-variance noise; drawn as the pipeline
+                would draw it (``randn_tensor`` with ``generator``) if omitted.
+            generator (`torch.Generator` or list, *optional*): drives the initial noise and the
+                refinement noise; a list gives one generator per image.
+            **kwargs: further encoding options (``prompt_2``, ``negative_prompt_2``, ``clip_skip``) and
+                SDXL micro-conditioning (``original_size``, ``crops_coords_top_left``, ``target_size``).
+        """
+        unknown = set(kwargs) - set(ENCODE_KWARGS) - set(SDXL_SIZE_KWARGS)
+        if unknown:
+            raise TypeError(f"refine() got unexpected keyword arguments {sorted(unknown)}")
+        encode_kwargs = {k: kwargs[k] for k in ENCODE_KWARGS if k in kwargs}
+        size_kwargs = {k: kwargs[k] for k in SDXL_SIZE_KWARGS if k in kwargs}
+        with torch.inference_mode():
+            adapter = get_adapter(pipe)
+            batch, conditioning = adapter.encode(
+                prompt, num_images_per_prompt=num_images_per_prompt, negative_prompt=negative_prompt, **encode_kwargs
+            )
+            if isinstance(generator, list) and len(generator) != batch:
+                raise ValueError(
+                    f"generator is a list of {len(generator)} generators but the batch holds {batch} images "
+                    "(prompts × num_images_per_prompt)"
+                )
+            shape = adapter.latent_shape(batch, height, width)
+            dtype = conditioning["prompt_embeds"].dtype if "prompt_embeds" in conditioning else torch.float32
+            if latents is None:
+                latents = adapter.initial_latents(shape, generator, dtype)
+            else:
+                _check_latents(latents, shape)
+            direction = adapter.direction_fn(
+                conditioning,
+                gamma=self.guidance_formula_gamma,
+                reference_timestep=self.reference_timestep,
+                height=height,
+                width=width,
+                **size_kwargs,
+            )
+            result = refine_noise(
+                latents,
+                direction,
+                refining_steps=self.refining_steps,
+                step_size=self.step_size,
+                clip_threshold=self.clip_threshold,
+                noise_level=self.noise_level,
+                normalize_latents=self.normalize_latents,
+                boundary_control=self.boundary_control,
+                generator=generator,
+            )
+        # Clone outside inference mode so callers may use these anywhere.
+        conditioning = {k: v.clone() if isinstance(v, Tensor) else v for k, v in conditioning.items()}
+        return NLGRefinement(latents=result.latents.clone(), step_norms=result.step_norms.clone(), conditioning=conditioning)
+
+    def __call__(self, pipe: Any, prompt: Any, *, return_refinement: bool = False, **pipeline_kwargs: Any) -> Any:
+        """Refine, then run ``pipe`` unchanged with the refined latents and the already-encoded prompt.
+
+        Accepts the pipeline's own keyword arguments.  Returns the pipeline's output, or
+        ``(output, NLGRefinement)`` with ``return_refinement=True``.  With ``refining_steps=0`` the
+        images equal ``pipe(prompt, **pipeline_kwargs)`` pixel for pixel.
+        """
+        refine_args: Dict[str, Any] = {}
+        for name in ("negative_prompt", "num_images_per_prompt", "latents", "generator", "height", "width"):
+            if name in pipeline_kwargs:
+                refine_args[name] = pipeline_kwargs.pop(name)
+        for name in ENCODE_KWARGS:
+            if name in pipeline_kwargs and name not in refine_args:
+                refine_args[name] = pipeline_kwargs.pop(name)
+        for name in SDXL_SIZE_KWARGS:
+            if name in pipeline_kwargs:
+                refine_args[name] = pipeline_kwargs[name]  # the pipeline needs them as well
+        refinement = self.refine(pipe, prompt, **refine_args)
+        call_kwargs: Dict[str, Any] = dict(pipeline_kwargs)
+        call_kwargs.update(refinement.conditioning)
+        for name in ("generator", "height", "width"):
+            if name in refine_args:
+                call_kwargs[name] = refine_args[name]
+        with torch.inference_mode():
+            output = pipe(latents=refinement.latents, num_images_per_prompt=1, **call_kwargs)
+        return (output, refinement) if return_refinement else output
+
+
+def _check_latents(latents: Tensor, shape: Tuple[int, ...]) -> None:
+    if not isinstance(latents, Tensor):
+        raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    if latents.ndim != len(shape):
+        raise ValueError(f"latents must have rank {len(shape)} (shape {shape}), got shape {tuple(latents.shape)}")
+    if latents.shape[0] != shape[0]:
+        raise ValueError(
+            f"latents hold {latents.shape[0]} samples but prompts × num_images_per_prompt = {shape[0]}"
+        )
+    if tuple(latents.shape[1:]) != tuple(shape[1:]):
+        raise ValueError(f"latents must have shape {shape} for this pipeline and size, got {tuple(latents.shape)}")
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents contain NaN or Inf")

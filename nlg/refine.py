@@ -1,0 +1,197 @@
+"""The model-agnostic core of Noise Level Guidance: :func:`refine_noise`.
+
+Noise Level Guidance (NLG), Ali et al. 2025, https://arxiv.org/abs/2509.13936, refines the initial
+Gaussian latent ``n`` of a diffusion sampler before sampling starts.  Given any callable that maps
+``n`` to a guidance direction ``d(n)`` (for Stable Diffusion: ``ε(n|prompt) − ε(n|∅)`` at the last
+training timestep), one refinement step is::
+
+    d  ← d(n)                                   # record ‖d‖₂ per sample, before clipping
+    d  ← d · min(1, τ / ‖d‖₂)                   # norm clipping, τ = clip_threshold
+    n  ← n − η · d                              # η = step_size
+    n  ← n + √λ · z,  z ~ N(0, I)               # λ = noise_level, z from the caller's generator
+    n  ← clamp(n, −3, 3)                        # boundary control, optional
+    n  ← n · √D / ‖n‖₂                          # back onto the sphere of radius √D, D = C·H·W
+
+The model never appears here: adapters (:mod:`nlg.pipelines`, :mod:`nlg.digits`) turn a model into
+``direction_fn``, as k-diffusion's ``external.py`` turns models into denoisers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["RefineOutput", "refine_noise", "validate_refine_options"]
+
+GeneratorLike = Union[torch.Generator, List[torch.Generator], None]
+DirectionFn = Callable[[Tensor], Tensor]
+
+#: NLG's boundary control clamps every latent entry to this interval (paper, Sec. 3).
+BOUNDARY = 3.0
+
+
+@dataclass
+class RefineOutput:
+    """What :func:`refine_noise` returns.
+
+    Args:
+        latents (`torch.Tensor`):
+            The refined latents, same shape and dtype as the input.
+        step_norms (`torch.Tensor`):
+            ‖d‖₂ per step and per sample, measured before clipping, shape ``(refining_steps, B)``,
+            float32 on the CPU.
+    """
+
+    latents: Tensor
+    step_norms: Tensor
+
+
+def validate_refine_options(
+    *,
+    refining_steps: int,
+    step_size: float,
+    clip_threshold: Optional[float],
+    noise_level: float,
+) -> None:
+    """Raise a ``TypeError``/``ValueError`` naming the first bad option; shared by every entry point."""
+    if isinstance(refining_steps, bool) or not isinstance(refining_steps, int):
+        raise TypeError(f"refining_steps must be an int, got {type(refining_steps).__name__}")
+    if refining_steps < 0:
+        raise ValueError(f"refining_steps must be >= 0, got {refining_steps}")
+    for name, value in (("step_size", step_size), ("noise_level", noise_level)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    if noise_level < 0:
+        raise ValueError(f"noise_level must be >= 0, got {noise_level}")
+    if clip_threshold is not None:
+        if isinstance(clip_threshold, bool) or not isinstance(clip_threshold, (int, float)):
+            raise TypeError(f"clip_threshold must be a number or None, got {type(clip_threshold).__name__}")
+        if not clip_threshold > 0 or not math.isfinite(clip_threshold):
+            raise ValueError(f"clip_threshold must be a finite number > 0 (or None for no clipping), got {clip_threshold}")
+
+
+def _per_sample_norm(x: Tensor) -> Tensor:
+    """‖x_b‖₂ over every axis but the first, shape (B, 1, ..., 1) for broadcasting."""
+    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1)))
+
+
+def _randn_like(x: Tensor, generator: GeneratorLike) -> Tensor:
+    """Standard normal noise shaped like ``x``; one generator per sample if a list is given.
+
+    Each sample's draw uses only its own generator, so a sample's noise does not depend on the
+    batch it sits in.  Draws happen on the generator's device and are moved to ``x``'s device.
+    """
+    if isinstance(generator, list):
+        draws = [
+            torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype).to(x.device) for g in generator
+        ]
+        return torch.stack(draws)
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def refine_noise(
+    latents: Tensor,
+    direction_fn: DirectionFn,
+    *,
+    refining_steps: int = 20,
+    step_size: float = 1.0,
+    clip_threshold: Optional[float] = 0.5,
+    noise_level: float = 0.001,
+    normalize_latents: bool = True,
+    boundary_control: bool = False,
+    generator: GeneratorLike = None,
+) -> RefineOutput:
+    r"""Refine initial noise by stepping against a guidance direction (NLG, arXiv 2509.13936, Alg. 1).
+
+    For ``k = 1 … K``, with ``D = C·H·W`` and norms taken per sample:
+
+    .. math::
+        d_k = f(n_{k-1}),\quad
+        \hat d_k = d_k \min\!\left(1, \frac{\tau}{\lVert d_k\rVert_2}\right),\quad
+        n_k = \Pi\!\left(n_{k-1} - \eta \hat d_k + \sqrt{\lambda}\, z_k\right),
+
+    where ``Π`` optionally clamps to ``[-3, 3]`` and then rescales to ``‖n_k‖₂ = √D``.
+
+    Args:
+        latents (`torch.Tensor`):
+            Initial unit-variance Gaussian latents ``n`` of shape ``(B, ...)``.
+        direction_fn (`Callable[[Tensor], Tensor]`):
+            Maps the current latents to the direction ``d`` of the same shape.  For classifier-free
+            models this is ``ε(n|c) − ε(n|∅)`` (see :mod:`nlg.directions`).
+        refining_steps (`int`, defaults to 20):
+            Number of refinement steps ``K``; 0 returns the latents unchanged.
+        step_size (`float`, defaults to 1.0):
+            Step size ``η`` > 0.
+        clip_threshold (`float`, *optional*, defaults to 0.5):
+            Per-sample norm bound ``τ`` on ``d``; ``None`` disables clipping.
+        noise_level (`float`, defaults to 0.001):
+            Variance ``λ`` ≥ 0 of the Gaussian noise added after each step; 0 adds none.
+        normalize_latents (`bool`, defaults to True):
+            Rescale each sample to norm ``√D`` after every step.
+        boundary_control (`bool`, defaults to False):
+            Clamp entries to ``[-3, 3]`` after every step (before normalisation).
+        generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
+            Source of the added noise; a list gives one generator per sample.
+
+    Returns:
+        :class:`RefineOutput` with the refined ``latents`` (input dtype) and ``step_norms`` of shape
+        ``(refining_steps, B)``: ``‖d_k‖₂`` before clipping.
+
+    Raises:
+        ValueError: on bad options, a direction of the wrong shape, or a non-finite direction
+            (the message names the step).
+    """
+    validate_refine_options(
+        refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
+    )
+    if not isinstance(latents, Tensor):
+        raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    if latents.ndim < 2:
+        raise ValueError(f"latents must have a batch axis and at least one more, got shape {tuple(latents.shape)}")
+    if not callable(direction_fn):
+        raise TypeError("direction_fn must be callable: latents -> direction of the same shape")
+    batch = latents.shape[0]
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ValueError(f"generator is a list of {len(generator)} generators but latents hold {batch} samples")
+
+    out_dtype = latents.dtype
+    # Half precision overflows ‖n‖² (D = 16384 for SD at 512², 65536 for SDXL): refine in float32.
+    work_dtype = torch.float32 if latents.dtype in (torch.float16, torch.bfloat16) else latents.dtype
+    n = latents.to(work_dtype)
+    sqrt_dim = math.sqrt(n[0].numel())
+    norms = torch.zeros(refining_steps, batch, dtype=torch.float32)
+
+    with torch.inference_mode():
+        for step in range(refining_steps):
+            d = direction_fn(n.to(out_dtype))
+            if not isinstance(d, Tensor) or d.shape != n.shape:
+                shape = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
+                raise ValueError(f"direction_fn must return a tensor of shape {tuple(n.shape)}, got {shape}")
+            d = d.to(work_dtype)
+            d_norm = _per_sample_norm(d)
+            if not bool(torch.isfinite(d_norm).all()):
+                raise ValueError(
+                    f"non-finite model output at refining step {step + 1} of {refining_steps}: "
+                    "the direction holds NaN or Inf (check the model's dtype and inputs)"
+                )
+            norms[step] = d_norm.flatten().float().cpu()
+            if clip_threshold is not None:
+                d = d * (clip_threshold / d_norm).clamp(max=1.0)
+            n = n - step_size * d
+            if noise_level > 0:
+                n = n + math.sqrt(noise_level) * _randn_like(n, generator)
+            if boundary_control:
+                n = n.clamp(-BOUNDARY, BOUNDARY)
+            if normalize_latents:
+                n = n * (sqrt_dim / _per_sample_norm(n))
+    # Leave inference mode: the caller may hand these to code that updates tensors in place.
+    return RefineOutput(latents=n.to(out_dtype).clone(), step_norms=norms.clone())
