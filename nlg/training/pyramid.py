@@ -1,4 +1,4 @@
-"""Pyramid (multi-resolution) noise (Whitaker 2023, https://wandb.ai/johnowhitaker/multires_noise/reports/--VmlldzozNjYyOTU2).
+"""Pyramid (multi-resolution) noise (Whitaker 2023, https://wandb.ai/johnowhitaker/multires_noise/reports/Multi-Resolution-Noise-for-Diffusion-Model-Training--VmlldzozNjYyOTU2).
 
 Plain ε has almost no power at low spatial frequencies; pyramid noise adds coarser and coarser
 Gaussian fields, bilinearly upsampled, with geometrically decaying weights::
