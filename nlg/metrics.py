@@ -1,0 +1,310 @@
+"""FID, Inception Score and CLIP score for generated images, batched, streaming and multi-process.
+
+Thin layers over torchmetrics, so the figures are torchmetrics' own:
+
+* one pass of torch-fidelity's InceptionV3 (:class:`InceptionFeatures`, torchmetrics'
+  ``NoTrainInceptionV3``) gives both the 2048-d pool features for ``FrechetInceptionDistance`` and
+  the unbiased logits for ``InceptionScore``, instead of one pass per metric;
+* :class:`PerImageCLIPScore` is torchmetrics' ``CLIPScore`` that also keeps every image's score and id,
+  for the bottom-k CLIP score;
+* every state is a torchmetrics state, so ``compute()`` syncs across ``accelerate`` / ``torch.distributed``
+  processes, each of which fed its own shard.
+
+:class:`GenerationMetrics` is the stateful class; :func:`generation_metrics` its functional twin over
+iterables of batches (e.g. the DataLoaders of :mod:`nlg.metrics_data`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.multimodal.clip_score import CLIPScore
+from torchmetrics.utilities.data import dim_zero_cat
+
+__all__ = [
+    "DEFAULT_CLIP_MODEL",
+    "InceptionFeatures",
+    "clip_loader",
+    "PerImageCLIPScore",
+    "GenerationMetrics",
+    "MetricsResult",
+    "generation_metrics",
+    "bottom_k_mean",
+]
+
+#: The CLIP model of the paper's CLIP scores.
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
+PathLike = Union[str, Path]
+ClipLoader = Callable[[], Tuple[Any, Any]]
+
+
+class InceptionFeatures(NoTrainInceptionV3):
+    """torch-fidelity's InceptionV3 (FID/IS standard weights) returning ``(pool_2048, logits_unbiased)``.
+
+    Args:
+        weights_path (`str`, *optional*):
+            A saved state dict (torchmetrics' ``feature_extractor_weights_path``); ``None`` downloads
+            torch-fidelity's ``pt_inception-2015-12-05`` weights.
+    """
+
+    def __init__(self, weights_path: Optional[PathLike] = None) -> None:
+        if weights_path is not None and not Path(weights_path).is_file():
+            raise ValueError(f"inception_weights: {weights_path} is not a file")
+        super().__init__(
+            name="inception-v3-compat",
+            features_list=["2048", "logits_unbiased"],
+            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+        )
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
+        """``images``: uint8 ``(B, 3, H, W)``, resized to 299 inside as torchmetrics does."""
+        pool, logits = self._torch_fidelity_forward(images)
+        return pool.reshape(images.shape[0], -1), logits.reshape(images.shape[0], -1)
+
+
+class _Precomputed(nn.Module):
+    """A stand-in feature extractor for torchmetrics metrics that are fed features, not images."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+class _OrderedInceptionScore(InceptionScore):
+    """torchmetrics' ``InceptionScore`` on precomputed logits, made independent of feeding order.
+
+    The logits are sorted by image id before torchmetrics' random split, and the split permutation
+    is drawn from a fixed seed, so the score does not depend on batches, shards or process count.
+    """
+
+    def __init__(self, splits: int, seed: int) -> None:
+        super().__init__(feature=_Precomputed(1008), splits=splits)
+        self.seed = seed
+        self.add_state("ids", [], dist_reduce_fx="cat")
+
+    def update(self, logits: Tensor, ids: Tensor) -> None:  # type: ignore[override]
+        self.features.append(logits)
+        self.ids.append(ids)
+
+    def compute(self) -> Tuple[Tensor, Tensor]:
+        features = dim_zero_cat(self.features)
+        if features.shape[0] < self.splits:
+            raise ValueError(f"is_splits: {self.splits} splits need at least as many images, got {features.shape[0]}")
+        self.features = [features[dim_zero_cat(self.ids).argsort().to(features.device)]]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # torchmetrics draws its split permutation from the global generator
+            return super().compute()
+
+
+class _CLIPFeatures(nn.Module):
+    """A CLIP model whose ``get_image_features`` / ``get_text_features`` return tensors.
+
+    transformers 5 returns a model output (projected features in ``pooler_output``) where
+    torchmetrics' ``CLIPScore`` expects the tensor that transformers 4 returned.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @staticmethod
+    def _tensor(output: Any) -> Tensor:
+        return output if isinstance(output, Tensor) else output.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
+def clip_loader(model: str = DEFAULT_CLIP_MODEL, *, local_files_only: bool = False) -> ClipLoader:
+    """A callable returning ``(CLIPModel, CLIPProcessor)`` from a hub id or a local folder, for ``CLIPScore``."""
+
+    def load() -> Tuple[Any, Any]:
+        from transformers import CLIPModel, CLIPProcessor
+
+        try:
+            clip = CLIPModel.from_pretrained(model, local_files_only=local_files_only).eval()
+            processor = CLIPProcessor.from_pretrained(model, local_files_only=local_files_only)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"clip_model: cannot load {model!r}: {err}") from err
+        return clip, processor
+
+    return load
+
+
+class PerImageCLIPScore(CLIPScore):
+    """torchmetrics' ``CLIPScore`` that also keeps each image's score ``100·cos(image, caption)`` and id.
+
+    Args:
+        model (`str` or callable, defaults to ``"openai/clip-vit-base-patch16"``):
+            Hub id, local folder, or a callable returning ``(CLIPModel, CLIPProcessor)``.
+        local_files_only (`bool`, defaults to False): never contact the hub.
+    """
+
+    def __init__(self, model: Union[str, ClipLoader] = DEFAULT_CLIP_MODEL, *, local_files_only: bool = False) -> None:
+        loader = model if callable(model) else clip_loader(model, local_files_only=local_files_only)
+
+        def load() -> Tuple[Any, Any]:
+            clip, processor = loader()
+            return (clip if isinstance(clip, _CLIPFeatures) else _CLIPFeatures(clip)), processor
+
+        super().__init__(model_name_or_path=load)
+        self.add_state("ids", [], dist_reduce_fx="cat")
+        self.add_state("scores", [], dist_reduce_fx="cat")
+
+    def update(self, images: Tensor, captions: Sequence[str], ids: Tensor) -> None:  # type: ignore[override]
+        """``images``: uint8 ``(B, 3, H, W)``; ``captions``: B strings; ``ids``: B integer ids."""
+        from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+
+        score, count = _clip_score_update(images, list(captions), self.model, self.processor)
+        self.score += score.sum(0)
+        self.n_samples += count
+        self.scores.append(score.float())
+        self.ids.append(ids.to(score.device))
+
+    def per_image(self) -> Dict[int, float]:
+        """Every image's score by id, gathered from all processes."""
+        with self.sync_context():
+            ids = dim_zero_cat(self.ids).tolist() if self.ids else []
+            scores = dim_zero_cat(self.scores).tolist() if self.scores else []
+        return dict(zip(ids, scores))
+
+
+@dataclass
+class MetricsResult:
+    """Every figure of a metrics run.
+
+    Args:
+        fid (`float`): Fréchet Inception Distance, fake vs real.
+        inception_score (`float`): Inception Score mean over splits; ``inception_score_std`` its std.
+        clip_score (`float`): mean CLIP score of all fake images.
+        num_fake, num_real (`int`): images scored.
+        clip_scores (`Dict[int, float]`): per-image CLIP score by id.
+    """
+
+    fid: float
+    inception_score: float
+    inception_score_std: float
+    clip_score: float
+    num_fake: int
+    num_real: int
+    clip_scores: Dict[int, float] = field(default_factory=dict)
+
+    def figures(self) -> Dict[str, Any]:
+        """The scalar figures (no per-image scores)."""
+        return {k: v for k, v in asdict(self).items() if k != "clip_scores"}
+
+
+class GenerationMetrics(nn.Module):
+    """FID, Inception Score and CLIP score, fed batch by batch, one Inception pass per image.
+
+    Args:
+        inception_weights (`str`, *optional*): InceptionV3 state dict for offline use.
+        clip_model (`str` or callable, defaults to ``"openai/clip-vit-base-patch16"``): see :class:`PerImageCLIPScore`.
+        local_files_only (`bool`, defaults to False): never contact the hub for CLIP.
+        is_splits (`int`, defaults to 10): Inception Score splits.
+        seed (`int`, defaults to 0): seeds the Inception Score split permutation.
+    """
+
+    def __init__(
+        self,
+        *,
+        inception_weights: Optional[PathLike] = None,
+        clip_model: Union[str, ClipLoader] = DEFAULT_CLIP_MODEL,
+        local_files_only: bool = False,
+        is_splits: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if isinstance(is_splits, bool) or not isinstance(is_splits, int) or is_splits < 1:
+            raise ValueError(f"is_splits must be an int >= 1, got {is_splits!r}")
+        self.inception = InceptionFeatures(inception_weights).to(memory_format=torch.channels_last)
+        self.fid = FrechetInceptionDistance(feature=_Precomputed(2048))
+        self.inception_score = _OrderedInceptionScore(is_splits, seed)
+        self.clip_score = PerImageCLIPScore(clip_model, local_files_only=local_files_only)
+
+    def _features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        device = next(self.inception.parameters()).device
+        return self.inception(images.to(device).contiguous(memory_format=torch.channels_last))
+
+    @torch.inference_mode()
+    def update_fake(self, inception_images: Tensor, clip_images: Tensor, captions: Sequence[str], ids: Tensor) -> None:
+        """Add generated images: uint8 ``(B, 3, H, W)`` for Inception and for CLIP, their captions and ids."""
+        if not len(captions) == len(ids) == inception_images.shape[0] == clip_images.shape[0]:
+            raise ValueError("update_fake: images, captions and ids must have the same length")
+        pool, logits = self._features(inception_images)
+        self.fid.update(pool, real=False)
+        self.inception_score.update(logits, ids.to(logits.device))
+        self.clip_score.update(clip_images.to(pool.device), captions, ids)
+
+    @torch.inference_mode()
+    def update_real(self, inception_images: Tensor) -> None:
+        """Add real images: uint8 ``(B, 3, H, W)``."""
+        pool, _ = self._features(inception_images)
+        self.fid.update(pool, real=True)
+
+    def compute(self) -> MetricsResult:
+        """All figures, synced across processes."""
+        is_mean, is_std = self.inception_score.compute()
+        return MetricsResult(
+            fid=float(self.fid.compute()),
+            inception_score=float(is_mean),
+            inception_score_std=float(is_std),
+            clip_score=float(self.clip_score.compute()),
+            num_fake=_synced_count(self.fid, False),
+            num_real=_synced_count(self.fid, True),
+            clip_scores=self.clip_score.per_image(),
+        )
+
+
+def _synced_count(fid: FrechetInceptionDistance, real: bool) -> int:
+    with fid.sync_context():
+        return int(fid.real_features_num_samples if real else fid.fake_features_num_samples)
+
+
+def generation_metrics(
+    fake_batches: Iterable[Dict[str, Any]],
+    real_batches: Iterable[Dict[str, Any]],
+    **options: Any,
+) -> MetricsResult:
+    """Functional twin of :class:`GenerationMetrics`: stream the batches through it and compute.
+
+    Args:
+        fake_batches: dicts with ``inception`` and ``clip`` (uint8 image tensors), ``caption`` and ``id``.
+        real_batches: dicts with ``inception``.
+        **options: :class:`GenerationMetrics` arguments.
+    """
+    metrics = GenerationMetrics(**options)
+    for batch in fake_batches:
+        metrics.update_fake(batch["inception"], batch["clip"], batch["caption"], batch["id"])
+    for batch in real_batches:
+        metrics.update_real(batch["inception"])
+    return metrics.compute()
+
+
+def bottom_k_mean(scores: Dict[int, float], k: int, *, ids: Optional[Sequence[int]] = None) -> Tuple[float, List[int]]:
+    """Mean CLIP score over the ``k`` lowest-scoring ids (or over the given ``ids``), and those ids.
+
+    ``CLIPScore`` reports ``max(mean, 0)``; so does this.
+    """
+    if ids is None:
+        ids = sorted(scores, key=lambda i: (scores[i], i))[:k]
+    missing = [i for i in ids if i not in scores]
+    if missing:
+        raise ValueError(f"no score for ids {missing[:10]}{' …' if len(missing) > 10 else ''}")
+    if not ids:
+        return math.nan, []
+    return max(sum(scores[i] for i in ids) / len(ids), 0.0), list(ids)

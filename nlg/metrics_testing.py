@@ -1,0 +1,76 @@
+"""Offline stand-ins for the metric networks: the real architectures with seeded random weights.
+
+The Inception and CLIP weights of FID / IS / CLIP score cannot be downloaded here, so tests and
+benchmarks build the same architectures with random weights and save them where the real loading
+code (``feature_extractor_weights_path``, ``CLIPModel.from_pretrained(local folder)``) reads them.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import torch
+
+from .testing import tiny_clip_tokenizer
+
+__all__ = ["save_random_inception_weights", "save_tiny_clip"]
+
+PathLike = Union[str, Path]
+
+
+def save_random_inception_weights(path: PathLike, *, generator: torch.Generator) -> Path:
+    """Save a state dict for torch-fidelity's InceptionV3 (``inception-v3-compat``) with random weights.
+
+    Convolutions get He-normal weights and the classifier ``N(0, 1/2048)``, so features neither vanish
+    nor explode; batch norms keep their identity statistics.  Draws come from ``generator`` only.
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Skeleton(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+            return None  # keep the freshly built layers; they are overwritten below
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pt"
+        torch.save({}, empty)
+        skeleton = _Skeleton("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    state = skeleton.state_dict()
+    for key, value in state.items():
+        if value.ndim == 4:
+            value.copy_(torch.randn(value.shape, generator=generator) * math.sqrt(2.0 / value[0].numel()))
+        elif key == "fc.weight":
+            value.copy_(8.0 * torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[1]))
+        elif key == "fc.bias":
+            value.copy_(0.1 * torch.randn(value.shape, generator=generator))
+    path = Path(path)
+    torch.save(state, path)
+    return path
+
+
+def save_tiny_clip(path: PathLike, *, generator: torch.Generator) -> Path:
+    """Save a tiny random ``CLIPModel`` and its ``CLIPProcessor`` (224-pixel images, byte-level tokenizer)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_clip_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=514, bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32,
+            intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            image_size=224, patch_size=32, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+            num_hidden_layers=2,
+        ),
+        projection_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(path)
+    return path
