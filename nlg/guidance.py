@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .pipelines import ENCODE_KWARGS, SDXL_SIZE_KWARGS, get_adapter
-from .refine import GeneratorLike, refine_noise, validate_refine_options
+from .refine import GeneratorLike, refine_noise, validate_refine_options, validate_stopping
 
 __all__ = ["NoiseLevelGuidance", "NLGRefinement"]
 
@@ -34,11 +34,15 @@ class NLGRefinement:
         conditioning (`Dict[str, Any]`):
             The prompt embeddings used, keyed by the pipeline argument that takes them
             (``prompt_embeds``, ``negative_prompt_embeds``, and for SDXL the pooled ones).
+        evaluations (`torch.Tensor`, *optional*):
+            Batched model evaluations spent on each image, shape ``(B,)`` (fewer than
+            ``refining_steps`` only with adaptive stopping).
     """
 
     latents: Tensor
     step_norms: Tensor
     conditioning: Dict[str, Any] = field(default_factory=dict)
+    evaluations: Optional[Tensor] = None
 
 
 class NoiseLevelGuidance:
@@ -67,6 +71,12 @@ class NoiseLevelGuidance:
         reference_timestep (`int`, *optional*, defaults to None):
             Timestep at which the model is evaluated; ``None`` means the last training timestep
             (999 for Stable Diffusion).  Zero-terminal-SNR schedules need an earlier one.
+        stop_tolerance (`float`, *optional*, defaults to None):
+            Adaptive stopping (an ``nlg`` extension): an image stops refining once the relative
+            change of its direction norm stays below this for ``stop_window`` steps, and leaves the
+            later model batches.  ``None`` refines every image for all ``refining_steps``.
+        stop_window (`int`, defaults to 3):
+            Consecutive settled steps adaptive stopping waits for.
     """
 
     def __init__(
@@ -80,6 +90,8 @@ class NoiseLevelGuidance:
         guidance_formula_gamma: Optional[float] = None,
         *,
         reference_timestep: Optional[int] = None,
+        stop_tolerance: Optional[float] = None,
+        stop_window: int = 3,
     ) -> None:
         validate_refine_options(
             refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
@@ -100,6 +112,9 @@ class NoiseLevelGuidance:
         self.boundary_control = bool(boundary_control)
         self.guidance_formula_gamma = guidance_formula_gamma
         self.reference_timestep = reference_timestep
+        validate_stopping(stop_tolerance, stop_window)
+        self.stop_tolerance = stop_tolerance
+        self.stop_window = stop_window
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
@@ -117,6 +132,8 @@ class NoiseLevelGuidance:
             "boundary_control": self.boundary_control,
             "guidance_formula_gamma": self.guidance_formula_gamma,
             "reference_timestep": self.reference_timestep,
+            "stop_tolerance": self.stop_tolerance,
+            "stop_window": self.stop_window,
         }
 
     def refine(
@@ -186,10 +203,15 @@ class NoiseLevelGuidance:
                 normalize_latents=self.normalize_latents,
                 boundary_control=self.boundary_control,
                 generator=generator,
+                stop_tolerance=self.stop_tolerance,
+                stop_window=self.stop_window,
             )
         # Clone outside inference mode so callers may use these anywhere.
         conditioning = {k: v.clone() if isinstance(v, Tensor) else v for k, v in conditioning.items()}
-        return NLGRefinement(latents=result.latents.clone(), step_norms=result.step_norms.clone(), conditioning=conditioning)
+        return NLGRefinement(
+            latents=result.latents.clone(), step_norms=result.step_norms.clone(), conditioning=conditioning,
+            evaluations=result.evaluations.clone(),
+        )
 
     def __call__(self, pipe: Any, prompt: Any, *, return_refinement: bool = False, **pipeline_kwargs: Any) -> Any:
         """Refine, then run ``pipe`` unchanged with the refined latents and the already-encoded prompt.

@@ -190,9 +190,20 @@ class DiffusersAdapter:
         if self.is_sdxl:
             added = self._sdxl_added_conditioning(conditioning, height, width, **size_kwargs)
 
-        def direction(latents: Tensor) -> Tensor:
+        half = embeds.shape[0] // 2
+
+        def rows(t: Tensor, index: Optional[Tensor]) -> Tensor:
+            """The (negative, positive) rows of a stacked conditioning tensor for the given images."""
+            if index is None:
+                return t
+            index = index.to(t.device)
+            return torch.cat([t[index], t[half + index]])
+
+        def direction(latents: Tensor, index: Optional[Tensor] = None) -> Tensor:
             sample = torch.cat([latents, latents]).to(self.device, unet.dtype)
-            out = unet(sample, timestep, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+            cond = None if added is None else {k: rows(v, index) for k, v in added.items()}
+            out = unet(sample, timestep, encoder_hidden_states=rows(embeds, index), added_cond_kwargs=cond,
+                       return_dict=False)[0]
             eps = to_epsilon(out.float(), sample.float(), alpha_bar, prediction_type)
             eps_uncond, eps_cond = eps.chunk(2)
             return cfg_direction(eps_cond, eps_uncond, gamma).to(latents.device)

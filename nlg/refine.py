@@ -18,6 +18,7 @@ The model never appears here: adapters (:mod:`nlg.pipelines`, :mod:`nlg.digits`)
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Union
@@ -25,7 +26,7 @@ from typing import Callable, List, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["RefineOutput", "refine_noise", "validate_refine_options"]
+__all__ = ["RefineOutput", "refine_noise", "validate_refine_options", "validate_stopping"]
 
 GeneratorLike = Union[torch.Generator, List[torch.Generator], None]
 DirectionFn = Callable[[Tensor], Tensor]
@@ -43,11 +44,15 @@ class RefineOutput:
             The refined latents, same shape and dtype as the input.
         step_norms (`torch.Tensor`):
             ‖d‖₂ per step and per sample, measured before clipping, shape ``(refining_steps, B)``,
-            float32 on the CPU.
+            float32 on the CPU; NaN for steps a sample skipped after adaptive stopping.
+        evaluations (`torch.Tensor`):
+            How many times the direction was evaluated for each sample, shape ``(B,)``, int64:
+            ``refining_steps`` for every sample unless adaptive stopping ended some early.
     """
 
     latents: Tensor
     step_norms: Tensor
+    evaluations: Optional[Tensor] = None
 
 
 def validate_refine_options(
@@ -76,6 +81,35 @@ def validate_refine_options(
             raise TypeError(f"clip_threshold must be a number or None, got {type(clip_threshold).__name__}")
         if not clip_threshold > 0 or not math.isfinite(clip_threshold):
             raise ValueError(f"clip_threshold must be a finite number > 0 (or None for no clipping), got {clip_threshold}")
+
+
+def validate_stopping(stop_tolerance: Optional[float], stop_window: int) -> None:
+    """Raise a ``TypeError``/``ValueError`` naming the bad adaptive-stopping option."""
+    if stop_tolerance is not None:
+        if isinstance(stop_tolerance, bool) or not isinstance(stop_tolerance, (int, float)):
+            raise TypeError(f"stop_tolerance must be a number or None, got {type(stop_tolerance).__name__}")
+        if not stop_tolerance > 0 or not math.isfinite(stop_tolerance):
+            raise ValueError(f"stop_tolerance must be a finite number > 0 (or None), got {stop_tolerance}")
+    if isinstance(stop_window, bool) or not isinstance(stop_window, int) or stop_window < 1:
+        raise ValueError(f"stop_window must be an int >= 1, got {stop_window!r}")
+
+
+def accepts_index(fn: Callable[..., Tensor]) -> bool:
+    """Whether ``fn`` takes an ``index`` keyword (the batch positions of the latents it is given)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "index" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _settled(norms: Tensor, step: int, window: int, tolerance: float) -> Tensor:
+    """Per sample: |‖d_j‖ − ‖d_{j−1}‖| / ‖d_{j−1}‖ < tolerance for each of the last ``window`` steps j ≤ step."""
+    if step < window:
+        return torch.zeros(norms.shape[1], dtype=torch.bool)
+    recent = norms[step - window : step + 1]
+    change = (recent[1:] - recent[:-1]).abs() / recent[:-1].clamp_min(1e-12)
+    return (change < tolerance).all(dim=0)
 
 
 def _per_sample_norm(x: Tensor) -> Tensor:
@@ -109,6 +143,8 @@ def refine_noise(
     normalize_latents: bool = True,
     boundary_control: bool = False,
     generator: GeneratorLike = None,
+    stop_tolerance: Optional[float] = None,
+    stop_window: int = 3,
 ) -> RefineOutput:
     r"""Refine initial noise by stepping against a guidance direction (NLG, arXiv 2509.13936, Alg. 1).
 
@@ -141,10 +177,19 @@ def refine_noise(
             Clamp entries to ``[-3, 3]`` after every step (before normalisation).
         generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
             Source of the added noise; a list gives one generator per sample.
+        stop_tolerance (`float`, *optional*, defaults to None):
+            Adaptive stopping (an ``nlg`` extension, not in the paper): a sample stops refining once
+            the relative change of its direction norm, ``|‖d_k‖ − ‖d_{k−1}‖| / ‖d_{k−1}‖``, has stayed
+            below this tolerance for ``stop_window`` consecutive steps.  Stopped samples are left out
+            of later calls: ``direction_fn`` then receives only the active samples, and, if it takes
+            an ``index`` keyword, their positions in the batch (so it can select their conditioning).
+            ``None`` runs every sample for all ``refining_steps``.
+        stop_window (`int`, defaults to 3):
+            Number of consecutive settled steps adaptive stopping waits for.
 
     Returns:
-        :class:`RefineOutput` with the refined ``latents`` (input dtype) and ``step_norms`` of shape
-        ``(refining_steps, B)``: ``‖d_k‖₂`` before clipping.
+        :class:`RefineOutput` with the refined ``latents`` (input dtype), ``step_norms`` of shape
+        ``(refining_steps, B)`` (``‖d_k‖₂`` before clipping) and ``evaluations`` per sample.
 
     Raises:
         ValueError: on bad options, a direction of the wrong shape, or a non-finite direction
@@ -153,6 +198,7 @@ def refine_noise(
     validate_refine_options(
         refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
     )
+    validate_stopping(stop_tolerance, stop_window)
     if not isinstance(latents, Tensor):
         raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
     if latents.ndim < 2:
@@ -168,14 +214,25 @@ def refine_noise(
     work_dtype = torch.float32 if latents.dtype in (torch.float16, torch.bfloat16) else latents.dtype
     n = latents.to(work_dtype)
     sqrt_dim = math.sqrt(n[0].numel())
-    norms = torch.zeros(refining_steps, batch, dtype=torch.float32)
+    pass_index = accepts_index(direction_fn)
+    active = torch.arange(batch)  # batch positions still refining
 
     with torch.inference_mode():
+        norms = torch.full((refining_steps, batch), float("nan"), dtype=torch.float32)
+        evaluations = torch.zeros(batch, dtype=torch.int64)
         for step in range(refining_steps):
-            d = direction_fn(n.to(out_dtype))
-            if not isinstance(d, Tensor) or d.shape != n.shape:
+            if len(active) == 0:
+                break
+            everyone = len(active) == batch
+            x = n if everyone else n[active]
+            gens = generator if not isinstance(generator, list) or everyone else [generator[i] for i in active]
+            if pass_index:
+                d = direction_fn(x.to(out_dtype), index=None if everyone else active)
+            else:
+                d = direction_fn(x.to(out_dtype))
+            if not isinstance(d, Tensor) or d.shape != x.shape:
                 shape = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
-                raise ValueError(f"direction_fn must return a tensor of shape {tuple(n.shape)}, got {shape}")
+                raise ValueError(f"direction_fn must return a tensor of shape {tuple(x.shape)}, got {shape}")
             d = d.to(work_dtype)
             d_norm = _per_sample_norm(d)
             if not bool(torch.isfinite(d_norm).all()):
@@ -183,15 +240,24 @@ def refine_noise(
                     f"non-finite model output at refining step {step + 1} of {refining_steps}: "
                     "the direction holds NaN or Inf (check the model's dtype and inputs)"
                 )
-            norms[step] = d_norm.flatten().float().cpu()
+            norms[step, active] = d_norm.flatten().float().cpu()
+            evaluations[active] += 1
             if clip_threshold is not None:
                 d = d * (clip_threshold / d_norm).clamp(max=1.0)
-            n = n - step_size * d
+            x = x - step_size * d
             if noise_level > 0:
-                n = n + math.sqrt(noise_level) * _randn_like(n, generator)
+                x = x + math.sqrt(noise_level) * _randn_like(x, gens)
             if boundary_control:
-                n = n.clamp(-BOUNDARY, BOUNDARY)
+                x = x.clamp(-BOUNDARY, BOUNDARY)
             if normalize_latents:
-                n = n * (sqrt_dim / _per_sample_norm(n))
+                x = x * (sqrt_dim / _per_sample_norm(x))
+            if everyone:
+                n = x
+            else:
+                n = n.clone()
+                n[active] = x
+            if stop_tolerance is not None:
+                done = _settled(norms[:, active], step, stop_window, stop_tolerance)
+                active = active[~done]
     # Leave inference mode: the caller may hand these to code that updates tensors in place.
-    return RefineOutput(latents=n.to(out_dtype).clone(), step_norms=norms.clone())
+    return RefineOutput(latents=n.to(out_dtype).clone(), step_norms=norms.clone(), evaluations=evaluations.clone())

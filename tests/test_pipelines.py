@@ -321,3 +321,27 @@ def test_loading_from_a_local_folder_offline(tmp_path):
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     ref = NoiseLevelGuidance(refining_steps=2).refine(pipe, "ünïcödé prompt " * 20, generator=seeded(0))
     assert torch.isfinite(ref.latents).all()
+
+
+def test_adaptive_stopping_selects_each_images_own_prompt(sdxl):
+    """With stopping, later UNet batches hold only active images, each with its own conditioning rows."""
+    sdxl.scheduler = make_scheduler("euler")
+    prompts = ["a red cube", "two cats", "a dark forest"]
+    gens = lambda: [seeded(20 + i) for i in range(3)]
+    seen = []
+    handle = sdxl.unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape[0]),
+                                                 with_kwargs=True)
+    try:
+        stopped = NoiseLevelGuidance(refining_steps=12, stop_tolerance=0.05, stop_window=2).refine(
+            sdxl, prompts, generator=gens())
+    finally:
+        handle.remove()
+    evals = stopped.evaluations.tolist()
+    assert min(evals) < 12 and seen == sorted(seen, reverse=True) and sum(seen) == 2 * sum(evals)
+    # Each image equals a run of that image alone, stopped after the same number of steps.
+    for i, prompt in enumerate(prompts):
+        alone = NoiseLevelGuidance(refining_steps=evals[i]).refine(sdxl, prompt, generator=[seeded(20 + i)])
+        torch.testing.assert_close(stopped.latents[i : i + 1], alone.latents, rtol=0, atol=1e-4)
+        torch.testing.assert_close(stopped.step_norms[: evals[i], i], alone.step_norms[:, 0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="stop_tolerance"):
+        NoiseLevelGuidance(stop_tolerance=0)

@@ -162,7 +162,7 @@ def test_normalisation_puts_every_sample_on_the_sqrt_d_sphere(shape, seed, steps
 
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 2**16), tau=st.floats(0.01, 10.0), eta=st.floats(0.01, 5.0),
-       scale=st.floats(0.0, 100.0))
+       scale=st.one_of(st.just(0.0), st.floats(1e-3, 100.0)))
 def test_clipped_step_moves_exactly_eta_times_min_norm_tau(shape, seed, tau, eta, scale):
     """Without noise and normalisation, ‖n₁ − n₀‖ = η·min(‖d‖, τ), and the step is parallel to −d."""
     gen = torch.Generator().manual_seed(seed)
@@ -199,3 +199,49 @@ def test_boundary_control_keeps_entries_within_three(seed, scale):
     out = refine_noise(n0, lambda n: -n, refining_steps=2, clip_threshold=None, boundary_control=True,
                        normalize_latents=False, noise_level=0.0)
     assert float(out.latents.abs().max()) <= 3.0
+
+
+# ---- adaptive stopping ------------------------------------------------------------------------------
+
+def test_adaptive_stopping_drops_settled_samples_from_later_calls():
+    """Sample 0's direction is constant (settles at once); sample 1's norm keeps growing 50% a step."""
+    n0 = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = []
+
+    def direction(n, index=None):
+        idx = torch.arange(2) if index is None else index
+        seen.append(idx.tolist())
+        calls = len(seen)
+        scale = torch.tensor([1.0, 1.5**calls], dtype=n.dtype)[idx].view(-1, 1, 1, 1)
+        return scale * torch.ones_like(n)
+
+    out = refine_noise(n0, direction, refining_steps=8, clip_threshold=None, noise_level=0.0,
+                       normalize_latents=False, stop_tolerance=1e-3, stop_window=2)
+    # Norm changes of sample 0 are 0 from step 2 on: after steps 1, 2, 3 the window of 2 changes is full.
+    assert seen[:3] == [[0, 1]] * 3 and seen[3:] == [[1]] * 5
+    assert out.evaluations.tolist() == [3, 8]
+    assert torch.isnan(out.step_norms[3:, 0]).all() and torch.isfinite(out.step_norms[:, 1]).all()
+    # A stopped sample keeps its last value: three unit steps against d = 1.
+    torch.testing.assert_close(out.latents[0], n0[0] - 3.0)
+    torch.testing.assert_close(out.latents[1], n0[1] - sum(1.5**k for k in range(1, 9)))
+
+
+def test_adaptive_stopping_passes_subsets_to_plain_callables_and_keeps_generators_per_sample():
+    n0 = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    sizes = []
+
+    def direction(n):
+        sizes.append(n.shape[0])
+        return torch.zeros_like(n)  # ‖d‖ = 0 → "no change" from the second step on
+
+    out = refine_noise(n0, direction, refining_steps=5, stop_tolerance=0.1, stop_window=1,
+                       generator=[torch.Generator().manual_seed(s) for s in range(3)])
+    assert sizes == [3, 3] and out.evaluations.tolist() == [2, 2, 2]
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(stop_tolerance=0.0), "stop_tolerance"),
+                                          (dict(stop_tolerance=-1.0), "stop_tolerance"),
+                                          (dict(stop_tolerance=0.1, stop_window=0), "stop_window")])
+def test_bad_stopping_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        refine_noise(torch.zeros(1, 1, 2, 2), torch.sin, **kwargs)
