@@ -23,6 +23,8 @@ __all__ = ["GuidanceAdapter", "DiffusersAdapter", "get_adapter"]
 Prompt = Union[str, List[str]]
 #: Keyword arguments of ``pipe(...)`` that only shape prompt encoding; NLG consumes them.
 ENCODE_KWARGS = ("negative_prompt", "prompt_2", "negative_prompt_2", "clip_skip")
+#: Stable Diffusion 3's extra encoding keywords (its T5 encoder), consumed by :mod:`nlg.flow`.
+ENCODE_KWARGS += ("prompt_3", "negative_prompt_3", "max_sequence_length")
 #: SDXL micro-conditioning keywords that NLG reads but also passes on to the pipeline.
 SDXL_SIZE_KWARGS = ("original_size", "crops_coords_top_left", "target_size")
 
@@ -55,6 +57,10 @@ def get_adapter(pipe: Any) -> GuidanceAdapter:
     """Return the adapter for ``pipe``: its own ``nlg_adapter()`` if it has one, else :class:`DiffusersAdapter`."""
     if hasattr(pipe, "nlg_adapter"):
         return pipe.nlg_adapter()
+    if getattr(pipe, "transformer", None) is not None and getattr(pipe, "unet", None) is None:
+        from .flow import FlowMatchingAdapter  # SD3 and other flow-matching transformers
+
+        return FlowMatchingAdapter(pipe)
     return DiffusersAdapter(pipe)
 
 
