@@ -20,7 +20,6 @@ import argparse
 import csv
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -188,7 +187,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; robust on a shared CPU)")
     args = parser.parse_args(argv)
     cfg = SETTINGS["quick" if args.quick else "full"]
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(args, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Train, sample, measure and write everything for parsed ``args``."""
     cache = args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
 
@@ -220,4 +228,4 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()

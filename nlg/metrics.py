@@ -48,13 +48,17 @@ ClipLoader = Callable[[], Tuple[Any, Any]]
 class InceptionFeatures(NoTrainInceptionV3):
     """torch-fidelity's InceptionV3 (FID/IS standard weights) returning ``(pool_2048, logits_unbiased)``.
 
+    For speed each batch norm is folded into the convolution before it (the network never trains),
+    which changes features only by float rounding (~1e-6).
+
     Args:
         weights_path (`str`, *optional*):
             A saved state dict (torchmetrics' ``feature_extractor_weights_path``); ``None`` downloads
             torch-fidelity's ``pt_inception-2015-12-05`` weights.
+        fuse_batch_norms (`bool`, defaults to True): fold batch norms into convolutions.
     """
 
-    def __init__(self, weights_path: Optional[PathLike] = None) -> None:
+    def __init__(self, weights_path: Optional[PathLike] = None, *, fuse_batch_norms: bool = True) -> None:
         if weights_path is not None and not Path(weights_path).is_file():
             raise ValueError(f"inception_weights: {weights_path} is not a file")
         super().__init__(
@@ -62,6 +66,13 @@ class InceptionFeatures(NoTrainInceptionV3):
             features_list=["2048", "logits_unbiased"],
             feature_extractor_weights_path=None if weights_path is None else str(weights_path),
         )
+        if fuse_batch_norms:
+            from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+            for block in self.modules():
+                if isinstance(getattr(block, "conv", None), nn.Conv2d) and isinstance(getattr(block, "bn", None), nn.BatchNorm2d):
+                    block.conv = fuse_conv_bn_eval(block.conv, block.bn)
+                    block.bn = nn.Identity()
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
         """``images``: uint8 ``(B, 3, H, W)``, resized to 299 inside as torchmetrics does."""
@@ -178,8 +189,9 @@ class PerImageCLIPScore(CLIPScore):
     def per_image(self) -> Dict[int, float]:
         """Every image's score by id, gathered from all processes."""
         with self.sync_context():
-            ids = dim_zero_cat(self.ids).tolist() if self.ids else []
-            scores = dim_zero_cat(self.scores).tolist() if self.scores else []
+            # "cat" states are lists before a sync and tensors after one
+            ids = dim_zero_cat(self.ids).tolist() if len(self.ids) else []
+            scores = dim_zero_cat(self.scores).tolist() if len(self.scores) else []
         return dict(zip(ids, scores))
 
 

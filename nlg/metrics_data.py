@@ -176,6 +176,8 @@ def read_clip_scores(path: PathLike, *, name: str = "clip_scores_load_path") -> 
         if not reader.fieldnames or not {"id", "clip_score"} <= set(reader.fieldnames):
             raise ValueError(f"{name}: {path} must be a CSV with 'id' and 'clip_score' columns")
         for row in reader:
+            if not (row["clip_score"] or "").strip():
+                continue  # pandas writes NaN (a prompt the reference did not score) as an empty field
             try:
                 score = float(row["clip_score"])
                 caption_id = int(float(row["id"]))

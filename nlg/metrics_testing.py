@@ -24,7 +24,7 @@ PathLike = Union[str, Path]
 def save_random_inception_weights(path: PathLike, *, generator: torch.Generator) -> Path:
     """Save a state dict for torch-fidelity's InceptionV3 (``inception-v3-compat``) with random weights.
 
-    Convolutions get He-normal weights and the classifier ``N(0, 1/2048)``, so features neither vanish
+    Convolutions get He-normal weights and the classifier ``N(0, 12²/2048)``, so features neither vanish
     nor explode; batch norms keep their identity statistics.  Draws come from ``generator`` only.
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -42,7 +42,7 @@ def save_random_inception_weights(path: PathLike, *, generator: torch.Generator)
         if value.ndim == 4:
             value.copy_(torch.randn(value.shape, generator=generator) * math.sqrt(2.0 / value[0].numel()))
         elif key == "fc.weight":
-            value.copy_(8.0 * torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[1]))
+            value.copy_(12.0 * torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[1]))
         elif key == "fc.bias":
             value.copy_(0.1 * torch.randn(value.shape, generator=generator))
     path = Path(path)

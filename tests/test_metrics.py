@@ -1,0 +1,114 @@
+"""``nlg.metrics`` / ``nlg.metrics_data``: the library side of the metrics script (CPU, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+from torchmetrics.image.fid import NoTrainInceptionV3
+
+from nlg.experiments import Caption
+from nlg.metrics import GenerationMetrics, InceptionFeatures, bottom_k_mean, generation_metrics
+from nlg.metrics_data import read_clip_scores, write_clip_scores
+from nlg.metrics_testing import save_random_inception_weights, save_tiny_clip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory) -> Dict[str, Path]:
+    root = tmp_path_factory.mktemp("nets")
+    return {
+        "inception": save_random_inception_weights(root / "inception.pt", generator=torch.Generator().manual_seed(3)),
+        "clip": save_tiny_clip(root / "clip", generator=torch.Generator().manual_seed(4)),
+    }
+
+
+def _images(count: int, size: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, 3, 3, 3, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return (255 * (0.7 * smooth + 0.3 * torch.rand(count, 3, size, size, generator=g))).round().to(torch.uint8)
+
+
+def test_one_pass_features_equal_torchmetrics_inception(nets):
+    images = _images(2, 299, seed=0)
+    with torch.inference_mode():
+        pool, logits = InceptionFeatures(nets["inception"])(images)
+        for name, ours in (("2048", pool), ("logits_unbiased", logits)):
+            reference = NoTrainInceptionV3(name="inception-v3-compat", features_list=[name],
+                                           feature_extractor_weights_path=str(nets["inception"]))(images)
+            torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_figures_do_not_depend_on_batching_or_order(nets):
+    fake299, fake224, real299 = _images(4, 299, seed=1), _images(4, 224, seed=1), _images(3, 299, seed=2)
+    captions, ids = ["a", "b ü", "c 東京", "d " * 60], torch.tensor([40, 10, 30, 20])
+    options = dict(inception_weights=nets["inception"], clip_model=str(nets["clip"]), local_files_only=True, is_splits=2)
+    metrics = GenerationMetrics(**options)
+    metrics.update_fake(fake299, fake224, captions, ids)
+    metrics.update_real(real299)
+    whole = metrics.compute()
+    reverse = [3, 2, 1, 0]
+    one_by_one = generation_metrics(
+        ({"inception": fake299[[i]], "clip": fake224[[i]], "caption": [captions[i]], "id": ids[[i]]} for i in reverse),
+        ({"inception": real299[[i]]} for i in range(3)),
+        **options,
+    )
+    for key, value in whole.figures().items():
+        assert getattr(one_by_one, key) == pytest.approx(value, rel=1e-4, abs=1e-4), key
+    assert sorted(whole.clip_scores) == [10, 20, 30, 40]
+    for caption_id, score in whole.clip_scores.items():
+        assert one_by_one.clip_scores[caption_id] == pytest.approx(score, rel=1e-4, abs=1e-4)
+    assert whole.num_fake == 4 and whole.num_real == 3
+    assert whole.clip_score == pytest.approx(max(sum(whole.clip_scores.values()) / 4, 0.0), rel=1e-5)
+
+
+def test_too_many_inception_score_splits_is_refused(nets):
+    metrics = GenerationMetrics(inception_weights=nets["inception"], clip_model=str(nets["clip"]),
+                                local_files_only=True, is_splits=3)
+    metrics.inception_score.update(torch.randn(2, 1008, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="is_splits"):
+        metrics.inception_score.compute()
+    with pytest.raises(ValueError, match="is_splits"):
+        GenerationMetrics(inception_weights=nets["inception"], clip_model=str(nets["clip"]), is_splits=0)
+
+
+def test_missing_local_models_are_named(tmp_path, nets):
+    with pytest.raises(ValueError, match="inception_weights"):
+        InceptionFeatures(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="clip_model"):
+        GenerationMetrics(inception_weights=nets["inception"], clip_model=str(tmp_path / "no_clip"), local_files_only=True)
+
+
+def test_bottom_k_mean():
+    scores = {1: 30.0, 2: 10.0, 3: 20.0, 4: 10.0, 5: -5.0}
+    mean, ids = bottom_k_mean(scores, 3)
+    assert ids == [5, 2, 4]  # ties broken by id
+    assert mean == pytest.approx((-5 + 10 + 10) / 3)
+    assert bottom_k_mean(scores, 1)[0] == 0.0  # CLIPScore's max(mean, 0)
+    assert bottom_k_mean(scores, 2, ids=[1, 3])[0] == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="no score for ids \\[9\\]"):
+        bottom_k_mean(scores, 2, ids=[1, 9])
+
+
+def test_clip_score_files_round_trip_and_read_reference_files(tmp_path):
+    path = tmp_path / "scores.csv"
+    captions = {7: Caption(7, 'a "quoted", comma caption\nover two lines', 70), 8: Caption(8, "東京 🐕", None)}
+    write_clip_scores(path, {8: 12.5, 7: -0.25}, captions)
+    assert read_clip_scores(path) == {7: -0.25, 8: 12.5}
+    # The reference writes its whole shuffled prompt table, NaN where it scored nothing, ids as floats.
+    reference = tmp_path / "reference.csv"
+    reference.write_text("id,image_id,caption,clip_score\n3.0,1,a,31.5\n4,2,b,nan\n5,3,c,\n", encoding="utf-8")
+    assert read_clip_scores(reference) == {3: 31.5}
+    reference.write_text("id,image_id,caption,clip_score\n3,1,a,high\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="clip_scores_load_path.*line 2"):
+        read_clip_scores(reference)
