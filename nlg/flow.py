@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from .directions import cfg_direction
+from .pipelines import prompt_batch_size
 from .refine import DirectionFn, GeneratorLike
 
 __all__ = [
@@ -136,14 +137,7 @@ class FlowMatchingAdapter:
 
     def encode(self, prompt: Union[str, List[str]], *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
         """Encode prompt and negative prompt with the pipeline's own ``encode_prompt`` (CLIP ×2 + T5)."""
-        if isinstance(prompt, str):
-            batch_size = 1
-        elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            batch_size = len(prompt)
-        else:
-            raise TypeError(f"prompt must be a str or a non-empty list of str, got {type(prompt).__name__}")
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
+        batch_size = prompt_batch_size(prompt, num_images_per_prompt, encode_kwargs.get("negative_prompt"))
         options = {k: v for k, v in encode_kwargs.items() if v is not None}
         pe, npe, pooled, npooled = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=options.pop("prompt_2", None), prompt_3=options.pop("prompt_3", None),

@@ -64,6 +64,21 @@ def get_adapter(pipe: Any) -> GuidanceAdapter:
     return DiffusersAdapter(pipe)
 
 
+def prompt_batch_size(prompt: Any, num_images_per_prompt: int, negative_prompt: Any = None) -> int:
+    """Number of prompts in ``prompt`` (a str or a non-empty list of str), after checking the batch options."""
+    if isinstance(prompt, str):
+        batch_size = 1
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        batch_size = len(prompt)
+    else:
+        raise TypeError(f"prompt must be a str or a non-empty list of str, got {type(prompt).__name__}")
+    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
+    if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
+        raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but prompt has {batch_size}")
+    return batch_size
+
+
 def reference_alpha_bar(scheduler: Any, reference_timestep: Optional[int]) -> Tuple[int, float]:
     """The reference timestep (default: the last training timestep) and ᾱ there, from the scheduler itself.
 
@@ -107,17 +122,8 @@ class DiffusersAdapter:
     # -- prompt ---------------------------------------------------------------------------------
     def encode(self, prompt: Prompt, *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
         """Encode prompt and negative prompt once with the pipeline's own ``encode_prompt``."""
-        if isinstance(prompt, str):
-            batch_size = 1
-        elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            batch_size = len(prompt)
-        else:
-            raise TypeError(f"prompt must be a str or a non-empty list of str, got {type(prompt).__name__}")
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
         negative = encode_kwargs.get("negative_prompt")
-        if isinstance(negative, list) and len(negative) != batch_size:
-            raise ValueError(f"negative_prompt has {len(negative)} entries but prompt has {batch_size}")
+        batch_size = prompt_batch_size(prompt, num_images_per_prompt, negative)
         common = dict(
             device=self.device,
             num_images_per_prompt=num_images_per_prompt,
