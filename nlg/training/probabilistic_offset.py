@@ -243,10 +243,10 @@ def initial_latents(
     r"""The starting latent of a sampler for a model trained with probabilistic offset noise.
 
     x_T = √(1−ᾱ_T) (ε + φ_T ξ), with ε ~ N(0, I) of ``shape`` and a fresh ξ ~ N(0, I) of shape
-    (B, C, 1, 1), multiplied by ``scheduler.init_noise_sigma`` (1 for DDPM/DDIM; for σ-space
-    schedulers such as Euler it is ≈ 1/√ᾱ_T, which maps x_T to their x/√ᾱ coordinates, as diffusers
-    does with plain noise).  Pass the result as ``latents=`` to a pipeline or start a scheduler loop
-    from it.
+    (B, C, 1, 1).  The result is in the convention of a diffusers pipeline's ``latents=`` argument:
+    pass it there, and the pipeline multiplies it by ``scheduler.init_noise_sigma`` as it does plain
+    noise (1 for DDPM/DDIM, so x_T exactly; ≈ 1/√ᾱ_T for σ-space schedulers such as Euler, which
+    maps x_T to their x/√ᾱ coordinates).  In a hand-written loop, multiply by it yourself.
 
     Args:
         shape (sequence of `int`):
@@ -275,5 +275,4 @@ def initial_latents(
     noise = draw("normal", shape, generator, device=device, dtype=dtype)
     xi = draw("normal", shape[:2] + (1, 1), generator, device=device, dtype=dtype)
     phi = float(schedule.phi[timestep])
-    scale = float(getattr(scheduler, "init_noise_sigma", 1.0)) * float(torch.sqrt(1.0 - abar[timestep]))
-    return scale * (noise + phi * xi)
+    return float(torch.sqrt(1.0 - abar[timestep])) * (noise + phi * xi)
