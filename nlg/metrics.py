@@ -225,7 +225,8 @@ class GenerationMetrics(nn.Module):
 
     Args:
         inception_weights (`str`, *optional*): InceptionV3 state dict for offline use.
-        clip_model (`str` or callable, defaults to ``"openai/clip-vit-base-patch16"``): see :class:`PerImageCLIPScore`.
+        clip_model (`str` or callable, defaults to ``"openai/clip-vit-base-patch16"``): see
+            :class:`PerImageCLIPScore`; ``None`` skips the CLIP score (FID and IS only).
         local_files_only (`bool`, defaults to False): never contact the hub for CLIP.
         is_splits (`int`, defaults to 10): Inception Score splits.
         seed (`int`, defaults to 0): seeds the Inception Score split permutation.
@@ -235,7 +236,7 @@ class GenerationMetrics(nn.Module):
         self,
         *,
         inception_weights: Optional[PathLike] = None,
-        clip_model: Union[str, ClipLoader] = DEFAULT_CLIP_MODEL,
+        clip_model: Union[str, ClipLoader, None] = DEFAULT_CLIP_MODEL,
         local_files_only: bool = False,
         is_splits: int = 10,
         seed: int = 0,
@@ -246,21 +247,30 @@ class GenerationMetrics(nn.Module):
         self.inception = InceptionFeatures(inception_weights).to(memory_format=torch.channels_last)
         self.fid = FrechetInceptionDistance(feature=_Precomputed(2048))
         self.inception_score = _OrderedInceptionScore(is_splits, seed)
-        self.clip_score = PerImageCLIPScore(clip_model, local_files_only=local_files_only)
+        self.clip_score = None if clip_model is None else PerImageCLIPScore(clip_model, local_files_only=local_files_only)
 
     def _features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         device = next(self.inception.parameters()).device
         return self.inception(images.to(device).contiguous(memory_format=torch.channels_last))
 
     @torch.inference_mode()
-    def update_fake(self, inception_images: Tensor, clip_images: Tensor, captions: Sequence[str], ids: Tensor) -> None:
-        """Add generated images: uint8 ``(B, 3, H, W)`` for Inception and for CLIP, their captions and ids."""
-        if not len(captions) == len(ids) == inception_images.shape[0] == clip_images.shape[0]:
+    def update_fake(
+        self, inception_images: Tensor, clip_images: Optional[Tensor], captions: Sequence[str], ids: Tensor
+    ) -> None:
+        """Add generated images: uint8 ``(B, 3, H, W)`` for Inception and for CLIP (``None`` without
+        CLIP), their captions and ids."""
+        sizes = {len(captions), len(ids), inception_images.shape[0]}
+        if clip_images is not None:
+            sizes.add(clip_images.shape[0])
+        if len(sizes) != 1:
             raise ValueError("update_fake: images, captions and ids must have the same length")
         pool, logits = self._features(inception_images)
         self.fid.update(pool, real=False)
         self.inception_score.update(logits, ids.to(logits.device))
-        self.clip_score.update(clip_images.to(pool.device), captions, ids)
+        if self.clip_score is not None:
+            if clip_images is None:
+                raise ValueError("update_fake: clip_images are needed for the CLIP score")
+            self.clip_score.update(clip_images.to(pool.device), captions, ids)
 
     @torch.inference_mode()
     def update_real(self, inception_images: Tensor) -> None:
@@ -275,10 +285,10 @@ class GenerationMetrics(nn.Module):
             fid=float(self.fid.compute()),
             inception_score=float(is_mean),
             inception_score_std=float(is_std),
-            clip_score=float(self.clip_score.compute()),
+            clip_score=math.nan if self.clip_score is None else float(self.clip_score.compute()),
             num_fake=_synced_count(self.fid, False),
             num_real=_synced_count(self.fid, True),
-            clip_scores=self.clip_score.per_image(),
+            clip_scores={} if self.clip_score is None else self.clip_score.per_image(),
         )
 
 
@@ -301,7 +311,7 @@ def generation_metrics(
     """
     metrics = GenerationMetrics(**options)
     for batch in fake_batches:
-        metrics.update_fake(batch["inception"], batch["clip"], batch["caption"], batch["id"])
+        metrics.update_fake(batch["inception"], batch.get("clip"), batch["caption"], batch["id"])
     for batch in real_batches:
         metrics.update_real(batch["inception"])
     return metrics.compute()
