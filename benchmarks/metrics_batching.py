@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlg.metrics import GenerationMetrics  # noqa: E402
 from nlg.metrics_data import INCEPTION_SIZE, ImageFiles, image_loader  # noqa: E402
-from nlg.metrics_testing import save_random_inception_weights  # noqa: E402
+from nlg.experiments_testing import save_random_inception_weights  # noqa: E402
 
 
 def make_images(folder: Path, count: int, generator: torch.Generator) -> Tuple[List[Path], List[Path]]:

@@ -13,11 +13,10 @@ reference does.  Every figure is printed and written to ``--output_json``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from nlg.experiments import load_captions, process_state, shard, write_json
+from nlg.experiments import load_captions, process_state, run_cli, shard, write_json
 from nlg.metrics import DEFAULT_CLIP_MODEL, GenerationMetrics, bottom_k_mean
 from nlg.metrics_data import (
     CLIP_SIZE,
@@ -148,8 +147,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

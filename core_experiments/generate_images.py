@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 
 from nlg import NoiseLevelGuidance
-from nlg.experiments import RunFolder, generate_images, load_captions, process_state, shard, shuffled
+from nlg.experiments import RunFolder, generate_images, load_captions, process_state, run_cli, shard, shuffled
 from nlg.testing import SCHEDULERS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -183,8 +182,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

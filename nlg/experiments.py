@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, TypeVar, Union
@@ -28,6 +29,7 @@ __all__ = [
     "shuffled",
     "shard",
     "process_state",
+    "run_cli",
     "image_seed",
     "image_generator",
     "atomic_write",
@@ -131,6 +133,17 @@ def process_state() -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def run_cli(main: Callable[[], int]) -> None:
+    """Run a script's ``main`` and exit with its code; a ``ValueError`` (bad input) becomes a one-line
+    ``error: …`` on stderr and exit code 2, as argparse reports bad flags."""
+    try:
+        code = main()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[List[T]]:

@@ -1,22 +1,28 @@
-"""Offline stand-ins for the metric networks: the real architectures with seeded random weights.
+"""Helpers for testing and benchmarking the experiment scripts offline, on a small shared CPU.
 
-The Inception and CLIP weights of FID / IS / CLIP score cannot be downloaded here, so tests and
-benchmarks build the same architectures with random weights and save them where the real loading
-code (``feature_extractor_weights_path``, ``CLIPModel.from_pretrained(local folder)``) reads them.
+* Stand-ins for the metric networks: the real architectures with seeded random weights.  The
+  Inception and CLIP weights of FID / IS / CLIP score cannot be downloaded here, so tests and
+  benchmarks save these where the real loading code (``feature_extractor_weights_path``,
+  ``CLIPModel.from_pretrained(local folder)``) reads them.
+* :func:`load_script` imports a ``core_experiments`` script as a module, to call its ``main(argv)``.
+* :func:`single_thread`: tiny models run far faster on one thread than on oversubscribed cores.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from types import ModuleType
+from typing import Iterator, Union
 
 import torch
 
 from .testing import tiny_clip_tokenizer
 
-__all__ = ["save_random_inception_weights", "save_tiny_clip"]
+__all__ = ["save_random_inception_weights", "save_tiny_clip", "load_script", "single_thread"]
 
 PathLike = Union[str, Path]
 
@@ -74,3 +80,25 @@ def save_tiny_clip(path: PathLike, *, generator: torch.Generator) -> Path:
     model.save_pretrained(path, safe_serialization=True)
     CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+def load_script(path: PathLike) -> ModuleType:
+    """Import the script at ``path`` as a module (its ``if __name__ == "__main__"`` block does not run)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"nlg_script_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"path: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block, then restore the previous thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -8,7 +8,6 @@ way the public reference scripts do it: torchvision transforms, and torchmetrics
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-from nlg.metrics_testing import save_random_inception_weights, save_tiny_clip
+from nlg.experiments_testing import load_script, save_random_inception_weights, save_tiny_clip, single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "core_experiments" / "calculate_metrics.py"
@@ -40,22 +39,13 @@ CORRUPT = 106
 LOADED_SCORES = {101: 50.0, 102: 1.0, 103: 40.0, 104: -0.5, 105: 30.0}  # another run's list: bottom 2 = 104, 102
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("calculate_metrics_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-metrics_script = _load_script()
+metrics_script = load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # single-image passes on a shared 2-core machine suffer most from oversubscription
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():  # tiny models on a shared 2-core machine: no oversubscription
+        yield
 
 
 def _pattern(generator: torch.Generator, height: int, width: int) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from PIL import Image
 
 from nlg import NoiseLevelGuidance
 from nlg.experiments import Manifest, image_generator
+from nlg.experiments_testing import load_script, single_thread
 from nlg.testing import save_tiny_pipeline, tiny_sd_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,23 +40,13 @@ COMMON = ["--total_images", "6", "--refining_steps", "3", "--inference_steps", "
           "--height", "16", "--width", "16", "--seed", "7"]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("generate_images_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_script()
+gen = load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one thread (no oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():  # tiny models on a shared 2-core machine: no oversubscription
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,13 @@ from torchmetrics.image.fid import NoTrainInceptionV3
 from nlg.experiments import Caption
 from nlg.metrics import GenerationMetrics, InceptionFeatures, bottom_k_mean, generation_metrics
 from nlg.metrics_data import read_clip_scores, write_clip_scores
-from nlg.metrics_testing import save_random_inception_weights, save_tiny_clip
+from nlg.experiments_testing import save_random_inception_weights, save_tiny_clip, single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():  # tiny models on a shared 2-core machine: no oversubscription
+        yield
 
 
 @pytest.fixture(scope="module")
