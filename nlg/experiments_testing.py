@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import socket
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, Union
+from typing import Dict, Iterator, List, Tuple, Union
 
 import torch
 
 from .testing import tiny_clip_tokenizer
 
-__all__ = ["save_random_inception_weights", "save_tiny_clip", "load_script", "single_thread"]
+__all__ = ["save_random_inception_weights", "save_tiny_clip", "load_script", "single_thread", "free_port", "cpu_launch"]
 
 PathLike = Union[str, Path]
 
@@ -102,3 +105,23 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    """A TCP port free right now on this machine, for ``accelerate launch --main_process_port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_launch(script: PathLike, num_processes: int = 2) -> Tuple[List[str], Dict[str, str]]:
+    """The command and environment to run ``script`` as ``num_processes`` CPU processes under ``accelerate launch``.
+
+    ``accelerate launch --cpu`` starts several processes only through MPI; ``--multi_gpu`` with no GPU
+    visible starts them with torchrun, and :func:`nlg.experiments.process_state` makes them CPU (gloo)
+    processes.  One torch thread each.
+    """
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(script)]
+    return command, dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")

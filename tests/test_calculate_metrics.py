@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -22,7 +20,7 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-from nlg.experiments_testing import load_script, save_random_inception_weights, save_tiny_clip, single_thread
+from nlg.experiments_testing import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip, single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "core_experiments" / "calculate_metrics.py"
@@ -184,10 +182,8 @@ def test_per_image_scores_are_saved_with_their_captions(full_run, straightforwar
 def test_two_processes_give_the_single_process_figures(assets, full_run):
     out = assets["root"] / "two_procs"
     out.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29614",
-           str(SCRIPT)] + full_args(assets, out)
+    launch, env = cpu_launch(SCRIPT, 2)
+    cmd = launch + full_args(assets, out)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((full_run / "metrics.json").read_text(encoding="utf-8"))

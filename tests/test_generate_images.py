@@ -19,7 +19,7 @@ from PIL import Image
 
 from nlg import NoiseLevelGuidance
 from nlg.experiments import Manifest, image_generator
-from nlg.experiments_testing import load_script, single_thread
+from nlg.experiments_testing import cpu_launch, load_script, single_thread
 from nlg.testing import save_tiny_pipeline, tiny_sd_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,10 +163,8 @@ def test_kill_mid_run_then_resume(assets, reference):
 
 def test_two_processes_cover_every_id_once(assets, reference):
     out = assets["root"] / "two_procs"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29613",
-           str(SCRIPT)] + base_args(assets, out) + COMMON + ["--batch_size", "2"]
+    launch, env = cpu_launch(SCRIPT, 2)
+    cmd = launch + base_args(assets, out) + COMMON + ["--batch_size", "2"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     folder = run_folder(out)
