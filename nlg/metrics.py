@@ -111,10 +111,14 @@ class _OrderedInceptionScore(InceptionScore):
         features = dim_zero_cat(self.features)
         if features.shape[0] < self.splits:
             raise ValueError(f"is_splits: {self.splits} splits need at least as many images, got {features.shape[0]}")
+        original = self.features
         self.features = [features[dim_zero_cat(self.ids).argsort().to(features.device)]]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # torchmetrics draws its split permutation from the global generator
-            return super().compute()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)  # torchmetrics draws its split permutation from the global generator
+                return super().compute()
+        finally:
+            self.features = original
 
 
 class _CLIPFeatures(nn.Module):

@@ -110,3 +110,27 @@ def test_clip_score_files_round_trip_and_read_reference_files(tmp_path):
     reference.write_text("id,image_id,caption,clip_score\n3,1,a,high\n", encoding="utf-8")
     with pytest.raises(ValueError, match="clip_scores_load_path.*line 2"):
         read_clip_scores(reference)
+
+
+def test_inception_score_ignores_feeding_order_and_repeated_compute():
+    from nlg.metrics import _OrderedInceptionScore
+
+    logits = 3 * torch.randn(6, 1008, generator=torch.Generator().manual_seed(5))
+    ids = torch.tensor([5, 3, 0, 4, 1, 2])
+    metric = _OrderedInceptionScore(splits=2, seed=0)
+    metric.update(logits[:3], ids[:3])
+    metric.compute()  # a compute in between must not disturb the states
+    metric.update(logits[3:], ids[3:])
+    mean, std = metric.compute()
+    # By hand: logits in id order, permuted by randperm under seed 0, two splits, exp(mean KL(p(y|x) || p(y))).
+    by_id = logits[ids.argsort()]
+    torch.manual_seed(0)
+    by_id = by_id[torch.randperm(6)]
+    scores = []
+    for part in by_id.chunk(2):
+        p = part.softmax(dim=1)
+        marginal = p.mean(dim=0, keepdim=True)
+        scores.append(torch.exp((p * (p.log() - marginal.log())).sum(dim=1).mean()))
+    assert float(mean) == pytest.approx(float(torch.stack(scores).mean()), rel=1e-5)
+    assert float(std) == pytest.approx(float(torch.stack(scores).std()), rel=1e-4, abs=1e-6)
+    assert float(mean) > 1.05
