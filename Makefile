@@ -15,8 +15,20 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m nlg.demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# `make app` serves the web demo (digits model, CPU) on http://127.0.0.1:7860;
+# `make app MODEL=path/or/hub-id` serves a Stable Diffusion pipeline; APP_ARGS="--port 8000" passes more options.
+.PHONY: app chromium
+app: $(STAMP)
+	$(PY) -m nlg.app $(if $(MODEL),--model $(MODEL)) $(APP_ARGS)
+
+# The browser test drives Debian's chromium; install it where apt can (CI runs as root), else it is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (command -v apt-get >/dev/null 2>&1 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  echo "chromium is not installed: the browser test will be skipped"
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/refine_overhead.py
