@@ -9,7 +9,10 @@ transforms then ``FrechetInceptionDistance.update`` for a fake and a real image,
 ``InceptionScore.update`` over the fakes.  Ours is :class:`nlg.metrics.GenerationMetrics` fed by
 :mod:`nlg.metrics_data` DataLoaders (one fused Inception pass per image serves FID and IS).
 
-Rounds are interleaved; the medians and their ratio are printed, with both sides' figures.
+Rounds are interleaved; the medians and the per-round ratios are printed, with both sides' figures.
+On a CPU the ratio depends on threads and load: one-image passes suffer most from shared, busy
+cores, while on one thread the gain is mostly the single shared pass (3 → 2 Inception passes per
+fake/real pair) and batching adds little, as the network is compute-bound there.
 
     python benchmarks/metrics_batching.py [--images 4] [--rounds 6] [--batch_size 16] [--threads N]
 """
