@@ -78,9 +78,13 @@ class DigitsAdapter:
         timestep = torch.tensor(t_ref)
         class_labels = torch.cat([conditioning["negative_labels"], conditioning["labels"]])
 
-        def direction(latents: Tensor) -> Tensor:
+        half = class_labels.shape[0] // 2
+
+        def direction(latents: Tensor, index: Optional[Tensor] = None) -> Tensor:
+            # ``index``: the batch positions of ``latents`` when adaptive stopping has dropped some.
+            labels = class_labels if index is None else torch.cat([class_labels[index], class_labels[half + index]])
             sample = torch.cat([latents, latents]).float()
-            out = unet(sample, timestep, class_labels=class_labels).sample
+            out = unet(sample, timestep, class_labels=labels).sample
             eps_uncond, eps_cond = to_epsilon(out, sample, alpha_bar, prediction_type).chunk(2)
             return cfg_direction(eps_cond, eps_uncond, gamma).to(latents.dtype)
 
