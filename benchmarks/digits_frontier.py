@@ -45,19 +45,24 @@ def main() -> None:
     parser.add_argument("--samples-per-class", type=int, default=None, help="default 100 (10 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as for the published numbers)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--weights", type=Path, default=None, help="weights folder (default: shipped)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the existing CSV")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    csv_path, png_path = args.out_dir / "digits_frontier.csv", args.out_dir / "digits_frontier.png"
+    if args.plot_only:
+        with csv_path.open() as handle:
+            plot_frontier(list(csv.DictReader(handle)), png_path, reference_fd=DigitsEvaluator().real_reference().fd_per_class)
+        print(f"wrote {png_path}")
+        return
+    torch.set_num_threads(args.threads)
     per_class = args.samples_per_class or (10 if args.quick else 100)
 
     pipe = DigitsPipeline.from_pretrained(args.weights)
     evaluator = DigitsEvaluator()
     reference = evaluator.real_reference()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = args.out_dir / "digits_frontier.csv", args.out_dir / "digits_frontier.png"
     rows = []
     start = time.perf_counter()
     with csv_path.open("w", newline="") as handle:
@@ -73,7 +78,8 @@ def main() -> None:
             rows.append(row)
             print(
                 f"{config.name:40s} acc {100 * row['accuracy']:5.1f}%  FD/class {row['fd_per_class']:6.2f}  "
-                f"FD {row['fd_overall']:6.2f}  div {row['diversity_ratio']:.2f}  {row['seconds']:.0f} s",
+                f"FD {row['fd_overall']:6.2f}  div {row['diversity_ratio']:.2f}  {row['seconds']:.0f} s  "
+                f"{row['unet_evals_per_image']} UNet evals/image",
                 flush=True,
             )
     plot_frontier(rows, png_path, reference_fd=reference.fd_per_class)

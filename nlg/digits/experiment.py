@@ -22,7 +22,7 @@ from .evaluator import DigitsEvaluator, DigitsMetrics
 from .labels import per_sample_generators
 from .pipeline import DEFAULT_INFERENCE_STEPS, DigitsPipeline
 
-__all__ = ["DigitsConfig", "ConfigResult", "requested_labels", "sample_digits", "run_config"]
+__all__ = ["DigitsConfig", "ConfigResult", "requested_labels", "unet_evals_per_image", "sample_digits", "run_config"]
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,15 @@ class ConfigResult:
         config (`DigitsConfig`): what was run.
         metrics (`DigitsMetrics`): the evaluator's numbers.
         seconds (`float`): wall time of sampling (including refinement), excluding evaluation.
+        unet_evals_per_image (`int`): UNet evaluations per image, the machine-independent cost
+            (see :func:`unet_evals_per_image`).
         images (`torch.Tensor`): the samples, ``(N, 1, 8, 8)``, in sample order.
     """
 
     config: DigitsConfig
     metrics: DigitsMetrics
     seconds: float
+    unet_evals_per_image: int
     images: Tensor = field(repr=False)
 
     def as_row(self) -> Dict[str, Any]:
@@ -83,7 +86,15 @@ class ConfigResult:
         row.update({k: ("none" if v is None else v) for k, v in vars(self.config).items()})
         row.update(self.metrics.as_dict())
         row["seconds"] = self.seconds
+        row["unet_evals_per_image"] = self.unet_evals_per_image
         return row
+
+
+def unet_evals_per_image(config: DigitsConfig, num_inference_steps: int) -> int:
+    """``2K + S·m``: each NLG step evaluates ε(n|c) and ε(n|∅); each of the ``S`` sampler steps needs
+    ``m = 1`` evaluation at CFG scale 0 or 1 (only one branch matters) and ``m = 2`` otherwise."""
+    per_step = 1 if config.guidance_scale in (0.0, 1.0) else 2
+    return 2 * config.refining_steps + num_inference_steps * per_step
 
 
 def requested_labels(samples_per_class: int) -> Tensor:
@@ -156,4 +167,10 @@ def run_config(
         pipe, labels, config, seed=seed, num_inference_steps=num_inference_steps, chunk_size=chunk_size, progress=progress
     )
     seconds = time.perf_counter() - start
-    return ConfigResult(config=config, metrics=evaluator.evaluate(images, labels), seconds=seconds, images=images)
+    return ConfigResult(
+        config=config,
+        metrics=evaluator.evaluate(images, labels),
+        seconds=seconds,
+        unet_evals_per_image=unet_evals_per_image(config, num_inference_steps),
+        images=images,
+    )

@@ -44,6 +44,26 @@ def reference_lines(evaluator: DigitsEvaluator) -> str:
     )
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Union[str, Path]) -> Path:
+    """Lay out, write as a 150-dpi PNG (creating folders), close, return the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    _pyplot().close(fig)
+    return path
+
+
 def _tile(images: Tensor, rows: int, cols: int, pad: int = 1) -> np.ndarray:
     """``rows × cols`` 8×8 images (row-major) on a white canvas with ``pad`` pixels between tiles."""
     pixels = 1.0 - to_intensity(images).squeeze(1).numpy()  # dark ink on white, as the dataset looks
@@ -73,28 +93,19 @@ def save_grid(
         samples_per_class (`int`): images per digit in each panel.
         columns (`int`, defaults to 8): samples shown per digit and panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if len(panels) != len(titles):
         raise ValueError(f"got {len(panels)} panels but {len(titles)} titles")
     columns = min(columns, samples_per_class)
     index = np.concatenate([np.arange(columns) + d * samples_per_class for d in range(NUM_CLASSES)])
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels) + 0.3, 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels) + 0.3, 3.25), squeeze=False)
     for ax, images, title in zip(axes[0], panels, titles):
         ax.imshow(_tile(images[index], NUM_CLASSES, columns), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([4 + 9 * d for d in range(NUM_CLASSES)], [str(d) for d in range(NUM_CLASSES)])
         ax.tick_params(length=0, labelsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_frontier(rows: Sequence[Dict[str, Any]], path: Union[str, Path], *, reference_fd: Optional[float] = None) -> Path:
@@ -108,12 +119,10 @@ def plot_frontier(rows: Sequence[Dict[str, Any]], path: Union[str, Path], *, ref
         path (`str` or `Path`): the PNG to write.
         reference_fd (`float`, *optional*): per-class FD of real training digits, drawn as a line.
     """
-    import matplotlib
+    from matplotlib.ticker import NullLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10.0, 5.2))
     main = [r for r in rows if float(r["step_size"]) == 1.0 and str(r["clip_threshold"]) in ("0.5", "0.50")]
     for k in sorted({int(r["refining_steps"]) for r in main}):
         curve = sorted((r for r in main if int(r["refining_steps"]) == k), key=lambda r: float(r["guidance_scale"]))
@@ -123,19 +132,20 @@ def plot_frontier(rows: Sequence[Dict[str, Any]], path: Union[str, Path], *, ref
         for r, x, y in zip(curve, xs, ys):
             ax.annotate(f"{float(r['guidance_scale']):g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     variants = [r for r in rows if r not in main]
+    markers = {0.0: "x", 1.0: "+"}
     for r in variants:
-        label = f"K={r['refining_steps']} η={float(r['step_size']):g} τ={r['clip_threshold']} CFG {float(r['guidance_scale']):g}"
-        ax.scatter([float(r["fd_per_class"])], [100 * float(r["accuracy"])], marker="x", s=30, label=label)
+        scale = float(r["guidance_scale"])
+        clip = r["clip_threshold"] if str(r["clip_threshold"]) == "none" else f"{float(r['clip_threshold']):g}"
+        label = f"CFG {scale:g}, K={r['refining_steps']} η={float(r['step_size']):g} τ={clip}"
+        ax.scatter([float(r["fd_per_class"])], [100 * float(r["accuracy"])], marker=markers.get(scale, "*"), s=45, label=label)
     if reference_fd is not None:
         ax.axvline(reference_fd, color="gray", linestyle=":", label="real train digits")
-    ax.set_xlabel("Fréchet distance to held-out digits, per class (lower = closer to real)")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks([2, 3, 4, 5, 7, 10, 15, 20], ["2", "3", "4", "5", "7", "10", "15", "20"])
+    ax.set_xlabel("Fréchet distance to held-out digits, per class, log scale (lower = closer to real)")
     ax.set_ylabel("class accuracy of the evaluator (%)")
     ax.set_title("Digits: adherence vs quality (numbers at points = CFG scale)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="lower right", ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return _save(fig, path)

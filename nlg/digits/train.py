@@ -196,7 +196,7 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=1,
         help="torch threads (default 1: bit-exact per thread count, and robust on a shared CPU, where 2 "
-        "oversubscribed threads ran ~20x slower than 1)",
+        "oversubscribed threads ran up to ~10x slower than 1)",
     )
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {WEIGHTS_DIR})")
     args = parser.parse_args(argv)
