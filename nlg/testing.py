@@ -108,17 +108,12 @@ def make_scheduler(name: str, prediction_type: str = "epsilon", **overrides: Any
     return cls(**kwargs)
 
 
-def tiny_sd_pipeline(
-    prediction_type: str = "epsilon", scheduler: str = "ddim", seed: int = 0, sample_size: int = 16
-) -> Any:
-    """A seeded SD-1.5-shaped (``epsilon``) or SD-2.1-shaped (``v_prediction``) pipeline on the CPU.
-
-    Latents are (4, sample_size, sample_size); images are twice that (two VAE blocks).
-    """
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+def _tiny_unet(seed: int, sample_size: int, **config: Any) -> Any:
+    """A seeded two-block UNet2DConditionModel; ``config`` adds the model family's own options."""
+    from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(8, 16),
         layers_per_block=1,
         sample_size=sample_size,
@@ -126,11 +121,27 @@ def tiny_sd_pipeline(
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        **config,
+    ).eval()
+
+
+def tiny_sd_pipeline(
+    prediction_type: str = "epsilon", scheduler: str = "ddim", seed: int = 0, sample_size: int = 16
+) -> Any:
+    """A seeded SD-1.5-shaped (``epsilon``) or SD-2.1-shaped (``v_prediction``) pipeline on the CPU.
+
+    Latents are (4, sample_size, sample_size); images are twice that (two VAE blocks).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    unet = _tiny_unet(
+        seed,
+        sample_size,
         cross_attention_dim=32,
         attention_head_dim=(2, 4) if prediction_type == "v_prediction" else 8,  # SD2.x uses per-block heads
         use_linear_projection=prediction_type == "v_prediction",
-        norm_num_groups=8,
-    ).eval()
+    )
     pipe = StableDiffusionPipeline(
         unet=unet,
         scheduler=make_scheduler(scheduler, prediction_type),
@@ -147,17 +158,11 @@ def tiny_sd_pipeline(
 
 def tiny_sdxl_pipeline(scheduler: str = "euler", seed: int = 0, sample_size: int = 16) -> Any:
     """A seeded SDXL-shaped pipeline: two text encoders, pooled embeddings and time-id conditioning."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _tiny_unet(
+        seed,
+        sample_size,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -165,8 +170,7 @@ def tiny_sdxl_pipeline(scheduler: str = "euler", seed: int = 0, sample_size: int
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + 32 pooled
         cross_attention_dim=64,  # 32 + 32 from the two encoders
-        norm_num_groups=8,
-    ).eval()
+    )
     pipe = StableDiffusionXLPipeline(
         unet=unet,
         scheduler=make_scheduler(scheduler),
