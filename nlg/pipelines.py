@@ -53,6 +53,19 @@ class GuidanceAdapter(Protocol):
         ...
 
 
+def cfg_rows(stacked: Tensor, index: Optional[Tensor]) -> Tensor:
+    """The rows of a ``[negative; positive]`` conditioning stack that belong to the images ``index``.
+
+    Adaptive stopping hands direction callables only the active images; this keeps each image's own
+    negative and positive conditioning.  ``index=None`` means every image.
+    """
+    if index is None:
+        return stacked
+    half = stacked.shape[0] // 2
+    index = index.to(stacked.device)
+    return torch.cat([stacked[index], stacked[half + index]])
+
+
 def get_adapter(pipe: Any) -> GuidanceAdapter:
     """Return the adapter for ``pipe``: its own ``nlg_adapter()`` if it has one, else :class:`DiffusersAdapter`."""
     if hasattr(pipe, "nlg_adapter"):
@@ -202,19 +215,10 @@ class DiffusersAdapter:
         if self.is_sdxl:
             added = self._sdxl_added_conditioning(conditioning, height, width, **size_kwargs)
 
-        half = embeds.shape[0] // 2
-
-        def rows(t: Tensor, index: Optional[Tensor]) -> Tensor:
-            """The (negative, positive) rows of a stacked conditioning tensor for the given images."""
-            if index is None:
-                return t
-            index = index.to(t.device)
-            return torch.cat([t[index], t[half + index]])
-
         def direction(latents: Tensor, index: Optional[Tensor] = None) -> Tensor:
             sample = torch.cat([latents, latents]).to(self.device, unet.dtype)
-            cond = None if added is None else {k: rows(v, index) for k, v in added.items()}
-            out = unet(sample, timestep, encoder_hidden_states=rows(embeds, index), added_cond_kwargs=cond,
+            cond = None if added is None else {k: cfg_rows(v, index) for k, v in added.items()}
+            out = unet(sample, timestep, encoder_hidden_states=cfg_rows(embeds, index), added_cond_kwargs=cond,
                        return_dict=False)[0]
             eps = to_epsilon(out.float(), sample.float(), alpha_bar, prediction_type)
             eps_uncond, eps_cond = eps.chunk(2)

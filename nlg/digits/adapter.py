@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..directions import cfg_direction, to_epsilon
-from ..pipelines import reference_alpha_bar
+from ..pipelines import cfg_rows, reference_alpha_bar
 from ..refine import DirectionFn, GeneratorLike
 from .data import IMAGE_SIZE
 from .labels import encode_labels
@@ -78,11 +78,9 @@ class DigitsAdapter:
         timestep = torch.tensor(t_ref)
         class_labels = torch.cat([conditioning["negative_labels"], conditioning["labels"]])
 
-        half = class_labels.shape[0] // 2
-
         def direction(latents: Tensor, index: Optional[Tensor] = None) -> Tensor:
             # ``index``: the batch positions of ``latents`` when adaptive stopping has dropped some.
-            labels = class_labels if index is None else torch.cat([class_labels[index], class_labels[half + index]])
+            labels = cfg_rows(class_labels, index)
             sample = torch.cat([latents, latents]).float()
             out = unet(sample, timestep, class_labels=labels).sample
             eps_uncond, eps_cond = to_epsilon(out, sample, alpha_bar, prediction_type).chunk(2)
