@@ -22,7 +22,7 @@ from nlg.autoguidance import guidance_direction, unet_epsilon  # noqa: E402
 from nlg.digits import NULL_CLASS, DigitsPipeline, load_split  # noqa: E402
 from nlg.digits.evaluator import frechet_distance, gaussian_stats  # noqa: E402
 from nlg.digits.model import WEIGHTS_DIR, WEIGHTS_NAME  # noqa: E402
-from nlg.refine import DirectionFn  # noqa: E402
+from nlg.core.refine import DirectionFn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

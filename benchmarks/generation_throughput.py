@@ -4,7 +4,7 @@ NLG adds K refinement steps, each one UNet call on the (unconditional, condition
 classifier-free-guided sampling step costs — so with N sampling steps the expected time ratio is
 (N+K)/N.  The target is a ratio within (N+K)/N × 1.05: the loop (per-image generators, atomic PNG
 writes, manifest) adds nothing else that grows with K.  Timed end to end through
-:func:`nlg.experiments.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
+:func:`nlg.eval.runs.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
 medians printed.
 
     python benchmarks/generation_throughput.py [--images 4] [--inference_steps 20] [--refining_steps 20]
@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlg import NoiseLevelGuidance  # noqa: E402
-from nlg.experiments import Caption, RunFolder, generate_images  # noqa: E402
-from nlg.testing import tiny_sd_pipeline  # noqa: E402
+from nlg.eval.runs import Caption, RunFolder, generate_images  # noqa: E402
+from tests.helpers.tiny import tiny_sd_pipeline  # noqa: E402
 
 
 def run(pipe, refining_steps: int, captions: List[Caption], folder: Path, args: argparse.Namespace) -> float:

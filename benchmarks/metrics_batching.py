@@ -6,8 +6,8 @@ same PNG/JPEG files and use the real torch-fidelity InceptionV3
 architecture (random weights saved to a state dict: the real ones cannot be downloaded here; the cost
 is the architecture's).  The reference loop is the public scripts' way: per image, torchvision
 transforms then ``FrechetInceptionDistance.update`` for a fake and a real image, then a second pass of
-``InceptionScore.update`` over the fakes.  Ours is :class:`nlg.metrics.GenerationMetrics` fed by
-:mod:`nlg.metrics_data` DataLoaders (one fused Inception pass per image serves FID and IS).
+``InceptionScore.update`` over the fakes.  Ours is :class:`nlg.eval.metrics.GenerationMetrics` fed by
+:mod:`nlg.eval.datasets` DataLoaders (one fused Inception pass per image serves FID and IS).
 
 Rounds are interleaved; the medians and the per-round ratios are printed, with both sides' figures.
 On a CPU the ratio depends on threads and load: one-image passes suffer most from shared, busy
@@ -35,9 +35,9 @@ from torchmetrics.image.inception import InceptionScore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nlg.metrics import GenerationMetrics  # noqa: E402
-from nlg.metrics_data import INCEPTION_SIZE, ImageFiles, image_loader  # noqa: E402
-from nlg.experiments_testing import save_random_inception_weights  # noqa: E402
+from nlg.eval.metrics import GenerationMetrics  # noqa: E402
+from nlg.eval.datasets import INCEPTION_SIZE, ImageFiles, image_loader  # noqa: E402
+from tests.helpers.experiments import save_random_inception_weights  # noqa: E402
 
 
 def make_images(folder: Path, count: int, generator: torch.Generator) -> Tuple[List[Path], List[Path]]:
@@ -73,7 +73,7 @@ def reference_loop(fakes: List[Path], reals: List[Path], weights: Path) -> Tuple
 def batched(
     fakes: List[Path], reals: List[Path], weights: Path, batch_size: int, workers: int
 ) -> Tuple[float, Dict[str, float]]:
-    """:class:`nlg.metrics.GenerationMetrics` fed by DataLoaders; returns the extraction seconds and the figures."""
+    """:class:`nlg.eval.metrics.GenerationMetrics` fed by DataLoaders; returns the extraction seconds and the figures."""
     metrics = GenerationMetrics(inception_weights=weights, clip_model=None, is_splits=2)
     sizes = {"inception": INCEPTION_SIZE}
     fake_set = ImageFiles(fakes, sizes=sizes, ids=list(range(len(fakes))), captions=[""] * len(fakes))

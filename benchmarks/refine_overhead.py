@@ -17,16 +17,20 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tiny-model builders live with the tests
 
 
 def sd15_shaped_pipeline(latent: int):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nlg.testing import SD_SCHEDULE, tiny_clip_tokenizer
+    from tests.helpers.tiny import SD_SCHEDULE, tiny_clip_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=latent, cross_attention_dim=768).eval()  # SD 1.5's defaults

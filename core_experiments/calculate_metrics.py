@@ -16,9 +16,9 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from nlg.experiments import load_captions, process_state, run_cli, shard, write_json
-from nlg.metrics import DEFAULT_CLIP_MODEL, GenerationMetrics, bottom_k_mean
-from nlg.metrics_data import (
+from nlg.eval.runs import load_captions, process_state, run_cli, shard, write_json
+from nlg.eval.metrics import DEFAULT_CLIP_MODEL, GenerationMetrics, bottom_k_mean
+from nlg.eval.datasets import (
     CLIP_SIZE,
     INCEPTION_SIZE,
     ImageFiles,

@@ -22,8 +22,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from nlg import NoiseLevelGuidance
-from nlg.experiments import RunFolder, generate_images, load_captions, process_state, run_cli, shard, shuffled
-from nlg.testing import SCHEDULERS
+from nlg.eval.runs import SCHEDULERS, RunFolder, generate_images, load_captions, process_state, run_cli, shard, shuffled
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: The reference's ``--guidance_formula`` weight γ.

@@ -29,9 +29,9 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import Tensor
 
-from .directions import PREDICTION_TYPES, cfg_direction, to_epsilon
-from .pipelines import reference_alpha_bar
-from .refine import DirectionFn, RefineOutput, accepts_index, refine_noise
+from .core.directions import PREDICTION_TYPES, cfg_direction, to_epsilon
+from .core.schedule import reference_alpha_bar
+from .core.refine import DirectionFn, RefineOutput, accepts_index, refine_noise
 
 __all__ = ["EpsilonFn", "guidance_direction", "autoguidance_direction", "unet_epsilon", "AutoGuidance"]
 

@@ -4,7 +4,7 @@
     image = nlg(pipe, "a red cube on a blue sphere", generator=torch.Generator("cuda").manual_seed(0)).images[0]
 
 The class holds the configuration (as diffusers' schedulers and guiders do); the algorithm is
-:func:`nlg.refine_noise`; the model-specific work is done by an adapter (:mod:`nlg.pipelines`).
+:func:`nlg.refine_noise`; the model-specific work is done by an adapter (:mod:`nlg.adapters`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .pipelines import ENCODE_KWARGS, SDXL_SIZE_KWARGS, get_adapter
-from .refine import GeneratorLike, refine_noise, validate_refine_options, validate_stopping
+from .adapters.auto import get_adapter
+from .adapters.base import ENCODE_KWARGS, SDXL_SIZE_KWARGS
+from .core.refine import GeneratorLike, refine_noise, validate_refine_options, validate_stopping
 
 __all__ = ["NoiseLevelGuidance", "NLGRefinement"]
 
@@ -46,7 +47,7 @@ class NLGRefinement:
 
 
 class NoiseLevelGuidance:
-    r"""Noise Level Guidance (Ali et al. 2025, https://arxiv.org/abs/2509.13936).
+    r"""Noise Level Guidance (Mannering, Huang and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936).
 
     Refines the initial noise n by K steps of ``n ← normalise(n − η·clip(ε(n|c) − ε(n|∅)) + √λ z)``, with
     the model evaluated at the last training timestep on ``[n, n]`` with (negative, positive)

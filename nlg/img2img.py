@@ -1,6 +1,6 @@
 r"""Noise-level-aware img2img: refine the noise ε that img2img adds to the image, not the noisy latent.
 
-img2img starts at the timestep ``t_s`` picked by the denoising strength (:mod:`nlg.noise_levels`) from
+img2img starts at the timestep ``t_s`` picked by the denoising strength (:mod:`nlg.core.noise_levels`) from
 
 .. math::
     x_{t_s} = \sqrt{\bar\alpha_{t_s}}\, x_0 + \sqrt{1-\bar\alpha_{t_s}}\, \epsilon .
@@ -48,9 +48,10 @@ import torch
 from torch import Tensor
 
 from .guidance import NoiseLevelGuidance
-from .noise_levels import NoiseLevel, check_strength, noise_level_for_strength
-from .pipelines import ENCODE_KWARGS, DiffusersAdapter
-from .refine import DirectionFn, GeneratorLike, accepts_index, refine_noise
+from .core.noise_levels import NoiseLevel, check_strength, noise_level_for_strength
+from .adapters.base import ENCODE_KWARGS
+from .adapters.stable_diffusion import DiffusersAdapter
+from .core.refine import DirectionFn, GeneratorLike, accepts_index, refine_noise
 
 __all__ = ["img2img_direction", "refined_add_noise", "Img2ImgRefinement", "NoiseLevelImg2Img"]
 

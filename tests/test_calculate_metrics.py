@@ -20,7 +20,7 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-from nlg.experiments_testing import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip, single_thread
+from tests.helpers.experiments import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip, single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "core_experiments" / "calculate_metrics.py"

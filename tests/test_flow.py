@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nlg import NoiseLevelGuidance, refine_noise
-from nlg.flow import DEFAULT_REFERENCE_SIGMA, FlowMatchingAdapter, check_reference_sigma, flow_direction, flow_epsilon
-from nlg.pipelines import get_adapter
-from nlg.testing import tiny_clip_tokenizer
+from nlg.adapters.flow import DEFAULT_REFERENCE_SIGMA, FlowMatchingAdapter, check_reference_sigma, flow_direction, flow_epsilon
+from nlg.adapters import get_adapter
+from tests.helpers.tiny import tiny_clip_tokenizer
 
 
 def tiny_t5_tokenizer():

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from nlg import NoiseLevelGuidance
-from nlg.experiments import Manifest, image_generator
-from nlg.experiments_testing import cpu_launch, load_script, single_thread
-from nlg.testing import save_tiny_pipeline, tiny_sd_pipeline
+from nlg.eval.runs import Manifest, image_generator
+from tests.helpers.experiments import cpu_launch, load_script, single_thread
+from tests.helpers.tiny import save_tiny_pipeline, tiny_sd_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "core_experiments" / "generate_images.py"

@@ -1,4 +1,4 @@
-"""``nlg.metrics`` / ``nlg.metrics_data``: the library side of the metrics script (CPU, offline)."""
+"""``nlg.eval.metrics`` / ``nlg.eval.datasets``: the library side of the metrics script (CPU, offline)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torchmetrics.image.fid import NoTrainInceptionV3
 
-from nlg.experiments import Caption
-from nlg.metrics import GenerationMetrics, InceptionFeatures, bottom_k_mean, generation_metrics
-from nlg.metrics_data import read_clip_scores, write_clip_scores
-from nlg.experiments_testing import save_random_inception_weights, save_tiny_clip, single_thread
+from nlg.eval.runs import Caption
+from nlg.eval.metrics import GenerationMetrics, InceptionFeatures, bottom_k_mean, generation_metrics
+from nlg.eval.datasets import read_clip_scores, write_clip_scores
+from tests.helpers.experiments import save_random_inception_weights, save_tiny_clip, single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,7 +113,7 @@ def test_clip_score_files_round_trip_and_read_reference_files(tmp_path):
 
 
 def test_inception_score_ignores_feeding_order_and_repeated_compute():
-    from nlg.metrics import _OrderedInceptionScore
+    from nlg.eval.metrics import _OrderedInceptionScore
 
     logits = 3 * torch.randn(6, 1008, generator=torch.Generator().manual_seed(5))
     ids = torch.tensor([5, 3, 0, 4, 1, 2])

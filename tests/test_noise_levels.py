@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from nlg.noise_levels import (
+from nlg.core.noise_levels import (
     noise_level_at,
     noise_level_for_strength,
     strength_for_noise_level,
     strength_table,
 )
-from nlg.testing import make_scheduler
+from tests.helpers.tiny import make_scheduler
 
 STRENGTHS = (0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -23,7 +23,7 @@ STRENGTHS = (0.3, 0.5, 0.7, 0.9, 1.0)
 def test_start_timestep_is_the_sd_img2img_pipelines(name):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    from nlg.testing import tiny_sd_pipeline
+    from tests.helpers.tiny import tiny_sd_pipeline
 
     pipe = StableDiffusionImg2ImgPipeline(**tiny_sd_pipeline(scheduler=name).components)
     for strength in STRENGTHS:

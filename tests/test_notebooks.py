@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from nlg.experiments_testing import single_thread  # recompute on one thread, as the notebook kernels ran
+from tests.helpers.experiments import single_thread  # recompute on one thread, as the notebook kernels ran
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SD_NOTEBOOKS = {"sd15": "stable_diffusion_v1_5", "sd21": "stable_diffusion_v2_1"}
@@ -141,7 +141,7 @@ def test_sd21_notebook_explains_the_v_prediction_conversion():
 @pytest.fixture(scope="module")
 def sd_runs(tmp_path_factory):
     """Execute both SD notebooks once; returns {kind: (pipeline folder, record folder)}."""
-    from nlg.testing import save_tiny_pipeline
+    from tests.helpers.tiny import save_tiny_pipeline
 
     root = tmp_path_factory.mktemp("sd_notebooks")
     runs = {}
@@ -292,14 +292,14 @@ def test_digits_notebook_images_match_the_library_sample_by_sample(digits_run):
             np.testing.assert_allclose(saved["images"][i][rows], images.numpy(), atol=1e-4)
 
 
-# -- nlg.plotting, the notebooks' figure helpers ----------------------------------------------------------
+# -- nlg.eval.plotting, the notebooks' figure helpers ----------------------------------------------------------
 
 
 def test_side_by_side_pairs_each_seed_plain_then_guided():
     import matplotlib
 
     matplotlib.use("Agg")
-    from nlg.plotting import side_by_side
+    from nlg.eval.plotting import side_by_side
 
     rng = np.random.default_rng(0)
     baseline = rng.random((2, 3, 4, 4, 3))
@@ -317,7 +317,7 @@ def test_plot_step_norms_draws_the_mean_over_images_per_label():
     import matplotlib
 
     matplotlib.use("Agg")
-    from nlg.plotting import plot_step_norms
+    from nlg.eval.plotting import plot_step_norms
 
     norms = [torch.tensor([[1.0, 3.0], [2.0, 2.0], [0.5, 0.1]]), torch.tensor([[4.0], [5.0], [6.0]])]
     fig = plot_step_norms(norms, ["x", "y"], clip_threshold=0.5)

@@ -135,7 +135,7 @@ class StableDiffusionBackend(Backend):
 
     def __init__(self, pipe: Any, name: str) -> None:
         super().__init__()
-        from ..pipelines import get_adapter
+        from ..adapters import get_adapter
 
         try:
             get_adapter(pipe)

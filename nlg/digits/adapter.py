@@ -1,4 +1,4 @@
-"""``DigitsAdapter``: the :class:`nlg.pipelines.GuidanceAdapter` for :class:`nlg.digits.DigitsPipeline`.
+"""``DigitsAdapter``: the :class:`nlg.adapters.GuidanceAdapter` for :class:`nlg.digits.DigitsPipeline`.
 
 It gives :class:`nlg.NoiseLevelGuidance` NLG's classifier-free direction for the digits model
 (arXiv 2509.13936, Eq. 7), evaluated at the last training timestep ``t_ref = 999`` on the initial noise:
@@ -18,12 +18,12 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..directions import cfg_direction, to_epsilon
-from ..pipelines import cfg_rows, reference_alpha_bar
-from ..refine import DirectionFn, GeneratorLike
-from .data import IMAGE_SIZE
+from ..adapters.base import cfg_rows
+from ..core.directions import cfg_direction, to_epsilon
+from ..core.refine import DirectionFn, GeneratorLike
+from ..core.schedule import reference_alpha_bar
+from .data import IMAGE_SIZE, check_image_size
 from .labels import encode_labels
-from .pipeline import DigitsPipeline, check_image_size
 
 __all__ = ["DigitsAdapter"]
 
@@ -35,9 +35,10 @@ class DigitsAdapter:
         pipe (`DigitsPipeline`): the pipeline whose UNet and scheduler define the direction.
     """
 
-    def __init__(self, pipe: DigitsPipeline) -> None:
-        if not isinstance(pipe, DigitsPipeline):
-            raise TypeError(f"pipe must be a DigitsPipeline, got {type(pipe).__name__}")
+    def __init__(self, pipe: Any) -> None:
+        missing = [name for name in ("unet", "scheduler", "prepare_latents") if not hasattr(pipe, name)]
+        if missing:
+            raise TypeError(f"pipe must be a DigitsPipeline, got {type(pipe).__name__} (it lacks {missing})")
         self.pipe = pipe
 
     def encode(self, prompt: Any, *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:

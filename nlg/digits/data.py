@@ -10,12 +10,12 @@ dataset order, every 5th image (positions 0, 5, 10, …) is held out; that leave
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["NUM_CLASSES", "NULL_CLASS", "IMAGE_SIZE", "HELD_OUT_EVERY", "SPLITS", "load_split", "to_model_range", "to_intensity"]
+__all__ = ["NUM_CLASSES", "NULL_CLASS", "IMAGE_SIZE", "check_image_size", "HELD_OUT_EVERY", "SPLITS", "load_split", "to_model_range", "to_intensity"]
 
 #: Digits 0–9.
 NUM_CLASSES = 10
@@ -26,6 +26,13 @@ IMAGE_SIZE = 8
 HELD_OUT_EVERY = 5
 SPLITS = ("train", "test", "all")
 _MAX_INTENSITY = 16.0
+
+
+def check_image_size(height: Optional[int], width: Optional[int]) -> None:
+    """The model is trained at 8×8 only: accept ``None`` or 8 for ``height`` and ``width``."""
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and value != IMAGE_SIZE:
+            raise ValueError(f"{name} must be {IMAGE_SIZE} (or None) for the digits model, got {value!r}")
 
 
 def to_model_range(intensity: Tensor) -> Tensor:

@@ -29,11 +29,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import IMAGE_SIZE
+from .adapter import DigitsAdapter
+from .data import IMAGE_SIZE, check_image_size
 from .labels import Labels, encode_labels
 from .model import load_digits_model
 
-__all__ = ["DigitsPipeline", "DigitsPipelineOutput", "default_sampler", "check_image_size", "DEFAULT_GUIDANCE_SCALE"]
+__all__ = ["DigitsPipeline", "DigitsPipelineOutput", "default_sampler", "DEFAULT_GUIDANCE_SCALE"]
 
 GeneratorLike = Union[torch.Generator, list, None]
 DEFAULT_GUIDANCE_SCALE = 1.0
@@ -60,13 +61,6 @@ def default_sampler(train_scheduler: SchedulerMixin) -> DDIMScheduler:
     on the initial noise; clipping x̂₀ keeps pixel-space samples in range.
     """
     return DDIMScheduler.from_config(train_scheduler.config, timestep_spacing="trailing", clip_sample=True)
-
-
-def check_image_size(height: Optional[int], width: Optional[int]) -> None:
-    """The model is trained at 8×8 only: accept ``None`` or 8 for ``height`` and ``width``."""
-    for name, value in (("height", height), ("width", width)):
-        if value is not None and value != IMAGE_SIZE:
-            raise ValueError(f"{name} must be {IMAGE_SIZE} (or None) for the digits model, got {value!r}")
 
 
 class DigitsPipeline:
@@ -103,10 +97,8 @@ class DigitsPipeline:
         unet, train_scheduler, _ = load_digits_model(directory)
         return cls(unet, scheduler if scheduler is not None else default_sampler(train_scheduler))
 
-    def nlg_adapter(self) -> Any:
-        """The :class:`nlg.pipelines.GuidanceAdapter` that :class:`nlg.NoiseLevelGuidance` uses."""
-        from .adapter import DigitsAdapter
-
+    def nlg_adapter(self) -> DigitsAdapter:
+        """The :class:`nlg.adapters.GuidanceAdapter` that :class:`nlg.NoiseLevelGuidance` uses."""
         return DigitsAdapter(self)
 
     def prepare_latents(self, batch_size: int, generator: GeneratorLike) -> Tensor:

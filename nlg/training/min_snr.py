@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.directions import PREDICTION_TYPES
 from ._checks import alphas_cumprod_of, check_number
 
 __all__ = ["min_snr_weights", "PREDICTION_TYPES"]
 
 #: Prediction types understood by :mod:`nlg.training`, as diffusers spells them.
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def min_snr_weights(timesteps: Tensor, scheduler: Any, *, gamma: float = 5.0, prediction_type: str = "epsilon") -> Tensor:

@@ -46,9 +46,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .directions import cfg_direction
-from .pipelines import prompt_batch_size
-from .refine import DirectionFn, GeneratorLike
+from ..core.directions import cfg_direction
+from ..core.refine import DirectionFn, GeneratorLike
+from .base import prompt_batch_size
 
 __all__ = [
     "DEFAULT_REFERENCE_SIGMA",
@@ -113,7 +113,7 @@ def _stacked_rows(negative: Tensor, positive: Tensor, index: Optional[Tensor]) -
 
 
 class FlowMatchingAdapter:
-    """The :class:`nlg.pipelines.GuidanceAdapter` for diffusers' ``StableDiffusion3Pipeline``.
+    """The :class:`nlg.adapters.GuidanceAdapter` for diffusers' ``StableDiffusion3Pipeline``.
 
     Args:
         pipe (`StableDiffusion3Pipeline`): a pipeline with a ``transformer``, ``encode_prompt`` and a

@@ -3,111 +3,23 @@
 Everything diffusers-specific lives here: prompt encoding through the pipeline's own
 ``encode_prompt``, the SDXL added conditioning (pooled text embeddings and time ids), the
 prediction-type conversion with the pipeline's own ``alphas_cumprod``, and drawing the initial noise
-exactly as ``pipe.prepare_latents`` does.  :class:`nlg.NoiseLevelGuidance` talks to any model through
-the small :class:`GuidanceAdapter` protocol, so other model families (e.g. :mod:`nlg.digits`) plug in
-by giving their pipeline an ``nlg_adapter()`` method.
+exactly as ``pipe.prepare_latents`` does.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Union, runtime_checkable
+from typing import Any, Dict, Optional, Tuple
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from .directions import PREDICTION_TYPES, cfg_direction, check_signal, to_epsilon
-from .refine import DirectionFn, GeneratorLike
+from ..core.directions import PREDICTION_TYPES, cfg_direction, to_epsilon
+from ..core.refine import DirectionFn, GeneratorLike
+from ..core.schedule import reference_alpha_bar
+from .base import Prompt, cfg_rows, prompt_batch_size
 
-__all__ = ["GuidanceAdapter", "DiffusersAdapter", "get_adapter"]
-
-Prompt = Union[str, List[str]]
-#: Keyword arguments of ``pipe(...)`` that only shape prompt encoding; NLG consumes them.
-ENCODE_KWARGS = ("negative_prompt", "prompt_2", "negative_prompt_2", "clip_skip")
-#: Stable Diffusion 3's extra encoding keywords (its T5 encoder), consumed by :mod:`nlg.flow`.
-ENCODE_KWARGS += ("prompt_3", "negative_prompt_3", "max_sequence_length")
-#: SDXL micro-conditioning keywords that NLG reads but also passes on to the pipeline.
-SDXL_SIZE_KWARGS = ("original_size", "crops_coords_top_left", "target_size")
-
-
-@runtime_checkable
-class GuidanceAdapter(Protocol):
-    """What :class:`nlg.NoiseLevelGuidance` needs from a model family.
-
-    ``encode`` returns the batch size and the conditioning, as keyword arguments the pipeline accepts
-    in place of the prompt; ``initial_latents`` draws unit-variance noise exactly as the pipeline
-    would; ``direction_fn`` returns NLG's direction callable for :func:`nlg.refine_noise`.
-    """
-
-    def encode(self, prompt: Any, *, num_images_per_prompt: int, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
-        ...
-
-    def latent_shape(self, batch_size: int, height: Optional[int], width: Optional[int]) -> Tuple[int, ...]:
-        ...
-
-    def initial_latents(self, shape: Tuple[int, ...], generator: GeneratorLike, dtype: torch.dtype) -> Tensor:
-        ...
-
-    def direction_fn(
-        self, conditioning: Dict[str, Any], *, gamma: Optional[float], reference_timestep: Optional[int], **kwargs: Any
-    ) -> DirectionFn:
-        ...
-
-
-def cfg_rows(stacked: Tensor, index: Optional[Tensor]) -> Tensor:
-    """The rows of a ``[negative; positive]`` conditioning stack that belong to the images ``index``.
-
-    Adaptive stopping hands direction callables only the active images; this keeps each image's own
-    negative and positive conditioning.  ``index=None`` means every image.
-    """
-    if index is None:
-        return stacked
-    half = stacked.shape[0] // 2
-    index = index.to(stacked.device)
-    return torch.cat([stacked[index], stacked[half + index]])
-
-
-def get_adapter(pipe: Any) -> GuidanceAdapter:
-    """Return the adapter for ``pipe``: its own ``nlg_adapter()`` if it has one, else :class:`DiffusersAdapter`."""
-    if hasattr(pipe, "nlg_adapter"):
-        return pipe.nlg_adapter()
-    if getattr(pipe, "transformer", None) is not None and getattr(pipe, "unet", None) is None:
-        from .flow import FlowMatchingAdapter  # SD3 and other flow-matching transformers
-
-        return FlowMatchingAdapter(pipe)
-    return DiffusersAdapter(pipe)
-
-
-def prompt_batch_size(prompt: Any, num_images_per_prompt: int, negative_prompt: Any = None) -> int:
-    """Number of prompts in ``prompt`` (a str or a non-empty list of str), after checking the batch options."""
-    if isinstance(prompt, str):
-        batch_size = 1
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        batch_size = len(prompt)
-    else:
-        raise TypeError(f"prompt must be a str or a non-empty list of str, got {type(prompt).__name__}")
-    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-        raise ValueError(f"num_images_per_prompt must be an int >= 1, got {num_images_per_prompt!r}")
-    if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
-        raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but prompt has {batch_size}")
-    return batch_size
-
-
-def reference_alpha_bar(scheduler: Any, reference_timestep: Optional[int]) -> Tuple[int, float]:
-    """The reference timestep (default: the last training timestep) and ᾱ there, from the scheduler itself.
-
-    Reads ``scheduler.alphas_cumprod``, which is fixed at construction: it does not depend on
-    ``set_timesteps``, ``init_noise_sigma`` or any sampling state.
-    """
-    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
-    if alphas_cumprod is None:
-        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod: NLG needs a DDPM-type noise schedule")
-    num_train = len(alphas_cumprod)
-    t_ref = num_train - 1 if reference_timestep is None else reference_timestep
-    if isinstance(t_ref, bool) or not isinstance(t_ref, int) or not 0 <= t_ref < num_train:
-        raise ValueError(f"reference_timestep must be an int in [0, {num_train - 1}], got {t_ref!r}")
-    alpha_bar = float(alphas_cumprod[t_ref])
-    check_signal(alpha_bar, t_ref)
-    return t_ref, alpha_bar
+__all__ = ["DiffusersAdapter"]
 
 
 class DiffusersAdapter:
@@ -180,8 +92,6 @@ class DiffusersAdapter:
 
     def initial_latents(self, shape: Tuple[int, ...], generator: GeneratorLike, dtype: torch.dtype) -> Tensor:
         """Draw x_T / init_noise_sigma exactly as ``pipe.prepare_latents`` would (``randn_tensor``)."""
-        from diffusers.utils.torch_utils import randn_tensor
-
         return randn_tensor(shape, generator=generator, device=self.device, dtype=dtype)
 
     # -- direction ------------------------------------------------------------------------------
@@ -198,7 +108,7 @@ class DiffusersAdapter:
         r"""NLG's direction ``ε(n|c) − ε(n|∅)`` at ``t_ref``, one batched UNet call on ``[n, n]``.
 
         The UNet sees n itself, the unit-variance x_T; the output is turned into ε with the
-        scheduler's ``alphas_cumprod[t_ref]`` (:func:`nlg.directions.to_epsilon`).
+        scheduler's ``alphas_cumprod[t_ref]`` (:func:`nlg.core.to_epsilon`).
         """
         pipe = self.pipe
         unet = pipe.unet

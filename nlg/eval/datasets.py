@@ -1,4 +1,4 @@
-"""Image folders as streaming DataLoaders for :mod:`nlg.metrics`, and the per-image CLIP score files.
+"""Image folders as streaming DataLoaders for :mod:`nlg.eval.metrics`, and the per-image CLIP score files.
 
 Images are opened by DataLoader workers, one at a time, and resized as the public reference scripts
 do (PIL bilinear to 299×299 for InceptionV3 and 224×224 for CLIP, kept as uint8), so only a list of
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .experiments import Caption, atomic_write, shuffled
+from .runs import Caption, atomic_write, shuffled
 
 __all__ = [
     "INCEPTION_SIZE",

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Opti
 import torch
 
 __all__ = [
+    "SCHEDULERS",
     "Caption",
     "load_captions",
     "shuffled",
@@ -40,6 +41,16 @@ __all__ = [
 
 PathLike = Union[str, Path]
 T = TypeVar("T")
+#: The schedulers SD / SDXL pipelines ship with, by short name.
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
 #: Temporary files are hidden and end in ``.tmp``, so no ``*.png`` glob ever sees a partial image.
 TMP_SUFFIX = ".tmp"
 

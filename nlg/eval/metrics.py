@@ -11,7 +11,7 @@ Thin layers over torchmetrics, so the figures are torchmetrics' own:
   processes, each of which fed its own shard.
 
 :class:`GenerationMetrics` is the stateful class; :func:`generation_metrics` its functional twin over
-iterables of batches (e.g. the DataLoaders of :mod:`nlg.metrics_data`).
+iterables of batches (e.g. the DataLoaders of :mod:`nlg.eval.datasets`).
 """
 
 from __future__ import annotations

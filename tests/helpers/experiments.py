@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Tuple, Union
 
 import torch
 
-from .testing import tiny_clip_tokenizer
+from .tiny import tiny_clip_tokenizer
 
 __all__ = ["save_random_inception_weights", "save_tiny_clip", "load_script", "single_thread", "free_port", "cpu_launch"]
 
@@ -118,7 +118,7 @@ def cpu_launch(script: PathLike, num_processes: int = 2) -> Tuple[List[str], Dic
     """The command and environment to run ``script`` as ``num_processes`` CPU processes under ``accelerate launch``.
 
     ``accelerate launch --cpu`` starts several processes only through MPI; ``--multi_gpu`` with no GPU
-    visible starts them with torchrun, and :func:`nlg.experiments.process_state` makes them CPU (gloo)
+    visible starts them with torchrun, and :func:`nlg.eval.runs.process_state` makes them CPU (gloo)
     processes.  One torch thread each.
     """
     accelerate = str(Path(sys.executable).parent / "accelerate")

@@ -1,6 +1,6 @@
 """The model-agnostic core of Noise Level Guidance: :func:`refine_noise`.
 
-Noise Level Guidance (NLG), Ali et al. 2025, https://arxiv.org/abs/2509.13936, refines the initial
+Noise Level Guidance (NLG), Mannering, Huang and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936, refines the initial
 Gaussian latent ``n`` of a diffusion sampler before sampling starts.  Given any callable that maps
 ``n`` to a guidance direction ``d(n)`` (for Stable Diffusion: ``ε(n|prompt) − ε(n|∅)`` at the last
 training timestep), one refinement step is::
@@ -12,7 +12,7 @@ training timestep), one refinement step is::
     n  ← clamp(n, −3, 3)                        # boundary control, optional
     n  ← n · √D / ‖n‖₂                          # back onto the sphere of radius √D, D = C·H·W
 
-The model never appears here: adapters (:mod:`nlg.pipelines`, :mod:`nlg.digits`) turn a model into
+The model never appears here: adapters (:mod:`nlg.adapters`, :mod:`nlg.digits`) turn a model into
 ``direction_fn``, as k-diffusion's ``external.py`` turns models into denoisers.
 """
 
@@ -162,7 +162,7 @@ def refine_noise(
             Initial unit-variance Gaussian latents ``n`` of shape ``(B, ...)``.
         direction_fn (`Callable[[Tensor], Tensor]`):
             Maps the current latents to the direction ``d`` of the same shape.  For classifier-free
-            models this is ``ε(n|c) − ε(n|∅)`` (see :mod:`nlg.directions`).
+            models this is ``ε(n|c) − ε(n|∅)`` (see :mod:`nlg.core.directions`).
         refining_steps (`int`, defaults to 20):
             Number of refinement steps ``K``; 0 returns the latents unchanged.
         step_size (`float`, defaults to 1.0):

@@ -1,4 +1,4 @@
-"""Tiny, seeded, offline Stable Diffusion pipelines for tests, notebooks and benchmarks.
+"""Tiny, seeded, offline Stable Diffusion pipelines for the tests, the notebook tests and the benchmarks.
 
 No weights are downloaded: every component is built from a small config with a fixed seed, the way
 diffusers' own fast tests build theirs, and the CLIP tokenizer gets a byte-level vocabulary with no
@@ -13,18 +13,9 @@ from typing import Any, Dict, List, Union
 
 import torch
 
-__all__ = ["tiny_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline", "SCHEDULERS"]
+from nlg.eval.runs import SCHEDULERS
 
-#: The schedulers SD / SDXL pipelines ship with, by short name.
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
+__all__ = ["tiny_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline", "make_scheduler", "SCHEDULERS"]
 
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 

@@ -1,0 +1,27 @@
+"""Noise-schedule helpers shared by every adapter: the reference timestep and ᾱ there."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+from .directions import check_signal
+
+__all__ = ["reference_alpha_bar"]
+
+
+def reference_alpha_bar(scheduler: Any, reference_timestep: Optional[int]) -> Tuple[int, float]:
+    """The reference timestep (default: the last training timestep) and ᾱ there, from the scheduler itself.
+
+    Reads ``scheduler.alphas_cumprod``, which is fixed at construction: it does not depend on
+    ``set_timesteps``, ``init_noise_sigma`` or any sampling state.
+    """
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is None:
+        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod: NLG needs a DDPM-type noise schedule")
+    num_train = len(alphas_cumprod)
+    t_ref = num_train - 1 if reference_timestep is None else reference_timestep
+    if isinstance(t_ref, bool) or not isinstance(t_ref, int) or not 0 <= t_ref < num_train:
+        raise ValueError(f"reference_timestep must be an int in [0, {num_train - 1}], got {t_ref!r}")
+    alpha_bar = float(alphas_cumprod[t_ref])
+    check_signal(alpha_bar, t_ref)
+    return t_ref, alpha_bar
