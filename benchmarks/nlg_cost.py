@@ -1,0 +1,296 @@
+"""NLG at a fraction of the cost (issue 12): path length vs evaluations, clipping, schedules, stopping, frontier.
+
+    python benchmarks/nlg_cost.py                                   # digits, every section (resumes)
+    python benchmarks/nlg_cost.py --model flow                      # the flow-matching digits model
+    python benchmarks/nlg_cost.py --sections cost clip --quick --out-dir /tmp/cost   # smoke run
+    python benchmarks/nlg_cost.py --report-only                     # redraw Markdown + PNG from the CSV
+
+Sections (``--sections``):
+
+* ``cost``: the path length ``L = K·η = 20`` held fixed while K shrinks 20, 10, 5, 4, 2, 1 (τ = 0.5,
+  λ = 0.001, the paper's options otherwise), and the same with the noise scaled to keep ``K·λ`` fixed;
+* ``clip``: τ scaled with η so that the per-step bound ``η·τ = 0.5`` of the paper's K = 20, η = 1,
+  τ = 0.5 is held (clipping then engages at large η);
+* ``schedule``: schedules devised here: Heun (predictor-corrector) steps and a decaying η, same path length;
+* ``stop``: adaptive stopping with several signals (see ``nlg_cost_refiners.SIGNALS``);
+* ``frontier``: plain CFG on a finer scale grid, and CFG + short, cheap NLG (smaller path, more noise λ,
+  an earlier reference timestep, NLG followed by a lower CFG scale).
+
+Every row samples the same per-sample seeds (``per_sample_generators(seed, N)``), 100 per digit unless
+``--samples-per-class`` says otherwise, and is scored by :class:`nlg.digits.DigitsEvaluator`.
+``evals`` = direction evaluations of the refinement per image (each is one CFG pair = 2 UNet
+evaluations); ``unet_evals`` adds the sampler's.  Rows are appended to ``nlg_cost.csv`` atomically as
+they finish (the file is rewritten through a temporary file and renamed); a rerun skips finished rows.
+Wall times are measured in the same run on a shared machine: compare the ``time_ratio`` column
+(total time / plain-CFG time of the same model and scale), not absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nlg_cost_models import CACHE, digits_weights_dir, flow_model, weights_sha256  # noqa: E402
+from nlg_cost_refiners import SIGNALS, Refiner, refine  # noqa: E402
+
+from nlg import flow_direction, guidance_direction, unet_epsilon  # noqa: E402
+from nlg.digits import NULL_CLASS, DigitsEvaluator, DigitsPipeline, per_sample_generators  # noqa: E402
+from nlg.digits.experiment import requested_labels  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SAMPLER_STEPS = 25
+PATH = 20.0
+KS = (20, 10, 5, 4, 2, 1)
+FLOW_TRAIN_STEPS = 1500
+FLOW_SIGMA_REF = 0.94
+
+FIELDS = [
+    "key", "model", "weights_sha256", "section", "cfg_scale", "refiner", "kind", "steps", "step_size", "etas",
+    "path_length", "clip_threshold", "noise_level", "reference", "stop_signal", "stop_threshold", "stop_window",
+    "min_steps", "samples", "seed", "mean_evals", "min_evals", "max_evals", "unet_evals", "accuracy",
+    "mean_p_class", "fd_per_class", "fd_overall", "diversity_ratio", "refine_seconds", "total_seconds",
+]
+
+
+class DigitsModel:
+    """The shipped digits model: DDIM 25 steps, NLG direction ε(n|c) − ε(n|∅) at t_ref (default 999)."""
+
+    name = "digits"
+
+    def __init__(self) -> None:
+        self.pipe = DigitsPipeline.from_pretrained()
+        self.sha256 = weights_sha256(digits_weights_dir())
+
+    def initial(self, generators: List[torch.Generator]) -> torch.Tensor:
+        return self.pipe.prepare_latents(len(generators), generators)
+
+    def direction(self, labels: torch.Tensor, reference: Optional[float]) -> Any:
+        ref = None if reference is None else int(reference)
+        null = torch.full_like(labels, NULL_CLASS)
+        cond = unet_epsilon(self.pipe.unet, self.pipe.scheduler, reference_timestep=ref, class_labels=labels)
+        uncond = unet_epsilon(self.pipe.unet, self.pipe.scheduler, reference_timestep=ref, class_labels=null)
+        return guidance_direction(cond, uncond)
+
+    def sample(self, latents: torch.Tensor, labels: torch.Tensor, scale: float, generators: List[torch.Generator]) -> torch.Tensor:
+        return self.pipe(labels, latents=latents, guidance_scale=scale, generator=generators, progress=False).images
+
+    @staticmethod
+    def sampler_evals(scale: float) -> int:
+        return SAMPLER_STEPS * (1 if scale in (0.0, 1.0) else 2)
+
+
+class FlowModel:
+    """The flow-matching digits model of ``benchmarks/flow_digits.py``: 25 Euler steps, NLG ε-direction at σ_r."""
+
+    name = "flow"
+
+    def __init__(self, train_steps: int) -> None:
+        from flow_digits import velocity
+
+        self.unet, folder = flow_model(train_steps)
+        self.sha256 = weights_sha256(folder)
+        self._velocity = velocity
+
+    def initial(self, generators: List[torch.Generator]) -> torch.Tensor:
+        return torch.stack([torch.randn(1, 8, 8, generator=g) for g in generators])
+
+    def direction(self, labels: torch.Tensor, reference: Optional[float]) -> Any:
+        sigma = FLOW_SIGMA_REF if reference is None else float(reference)
+        null = torch.full_like(labels, NULL_CLASS)
+
+        def direction(n: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+            rows = labels if index is None else labels[index]
+            x_ref = sigma * n
+            v_c = self.unet(x_ref, sigma * 1000.0, class_labels=rows).sample
+            v_u = self.unet(x_ref, sigma * 1000.0, class_labels=null[: len(rows)]).sample
+            return flow_direction(v_c, v_u, x_ref, sigma, target="epsilon")
+
+        return direction
+
+    @torch.inference_mode()
+    def sample(self, latents: torch.Tensor, labels: torch.Tensor, scale: float, generators: List[torch.Generator]) -> torch.Tensor:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+        scheduler.set_timesteps(SAMPLER_STEPS)
+        x = latents
+        for t in scheduler.timesteps:
+            x = scheduler.step(self._velocity(self.unet, x, t, labels, scale), t, x).prev_sample
+        return x.clamp(-1, 1)
+
+    sampler_evals = staticmethod(DigitsModel.sampler_evals)
+
+
+Spec = Tuple[str, float, Refiner]  # (section, cfg scale, refiner)
+
+
+def euler(k: int, eta: float, **kw: Any) -> Refiner:
+    return Refiner(kind="euler", steps=k, step_size=eta, **kw)
+
+
+def sections(model: str, names: Sequence[str], quick: bool) -> List[Spec]:
+    """The study's rows, in run order."""
+    specs: List[Spec] = []
+    scales = (0.0, 1.0)
+    ks = (20, 4, 1) if quick else KS
+    if "cost" in names:
+        for s in scales:
+            specs.append(("cost", s, Refiner()))
+            specs += [("cost", s, euler(k, PATH / k)) for k in ks]
+            specs += [("cost", s, euler(k, PATH / k, noise_level=0.001 * PATH / k)) for k in ks if k < 20 and k in (5, 2, 1)]
+    if "clip" in names:
+        for s in scales:
+            specs += [("clip", s, euler(k, PATH / k, clip_threshold=0.5 * k / PATH)) for k in ks if k < 20]
+    if "schedule" in names:
+        for s in scales:
+            specs += [("schedule", s, Refiner(kind="heun", steps=h, step_size=PATH / h)) for h in ((1, 2) if not quick else (1,))]
+            specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(8.0, 6.0, 4.0, 2.0))))
+            specs.append(("schedule", s, Refiner(kind="euler", steps=2, etas=(14.0, 6.0))))
+            specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(2.0, 4.0, 6.0, 8.0))))
+    if "stop" in names:
+        for s in scales:
+            for signal, threshold, window, eta, kmax in stop_grid(quick):
+                specs.append(("stop", s, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal=signal,
+                                                 stop_threshold=threshold, stop_window=window, min_steps=2)))
+    if "frontier" in names:
+        specs += frontier_grid(model, quick)
+    return specs
+
+
+def stop_grid(quick: bool) -> List[Tuple[str, float, int, float, int]]:
+    """(signal, threshold, window, η, K_max) for the ``stop`` section."""
+    if quick:
+        return [("norm", 0.005, 2, 1.0, 20), ("radial", 0.4, 1, 1.0, 20), ("radial", 0.4, 1, 4.0, 5)]
+    return [
+        ("norm", 0.005, 2, 1.0, 20),
+        ("cosine", 0.9999, 2, 1.0, 20),
+        ("drift", 0.2, 1, 1.0, 20),
+        ("radial", 0.35, 1, 1.0, 20),
+        ("radial", 0.4, 1, 1.0, 20),
+        ("radial", 0.45, 1, 1.0, 20),
+        ("radial", 0.4, 1, 2.0, 10),
+        ("radial", 0.4, 1, 4.0, 5),
+    ]
+
+
+def frontier_grid(model: str, quick: bool) -> List[Spec]:
+    """Plain CFG on a finer grid, then CFG + cheap NLG (K = 2, short path) with more noise / earlier t_ref / lower scale."""
+    # Plain CFG at 0 and 1 is in the ``cost`` section; the summary compares against every plain row.
+    specs: List[Spec] = [("frontier", s, Refiner()) for s in ((0.75, 1.25) if quick else (0.5, 0.75, 1.25, 1.5))]
+    paths = (2.0,) if quick else (1.0, 2.0, 4.0)
+    for s in (0.75, 1.0) if not quick else (1.0,):
+        specs += [("frontier", s, euler(2, p / 2)) for p in paths]
+    if quick:
+        return specs
+    for s in (0.75, 1.0):
+        specs += [("frontier", s, euler(2, 1.0, noise_level=lam)) for lam in (0.01, 0.05)]
+    early = (700.0, 500.0) if model == "digits" else (0.9, 0.8)
+    specs += [("frontier", 1.0, euler(2, 1.0, reference=r)) for r in early]
+    return specs
+
+
+def key_of(model: str, section: str, scale: float, refiner: Refiner, samples: int, seed: int) -> str:
+    return f"{model}|{section}|s={scale:g}|{refiner.name}|n={samples}|seed={seed}"
+
+
+def run_row(model: Any, evaluator: DigitsEvaluator, section: str, scale: float, refiner: Refiner, labels: torch.Tensor,
+            seed: int, chunk: int = 250) -> Dict[str, Any]:
+    images, evaluations, refine_seconds, total_seconds = [], [], 0.0, 0.0
+    for start in range(0, len(labels), chunk):
+        part = labels[start : start + chunk]
+        gens = per_sample_generators(seed, len(part), start=start)
+        begin = time.perf_counter()
+        latents = model.initial(gens)
+        latents, evals = refine(latents, model.direction(part, refiner.reference), refiner, gens)
+        refine_seconds += time.perf_counter() - begin
+        images.append(model.sample(latents, part, scale, gens))
+        total_seconds += time.perf_counter() - begin
+        evaluations.append(evals)
+    metrics = evaluator.evaluate(torch.cat(images), labels)
+    evals = torch.cat(evaluations).float()
+    return dict(
+        model=model.name, weights_sha256=model.sha256, section=section, cfg_scale=scale, refiner=refiner.name,
+        kind=refiner.kind, steps=refiner.steps, step_size=refiner.step_size if not refiner.etas else "",
+        etas="/".join(f"{e:g}" for e in refiner.etas), path_length=refiner.path_length,
+        clip_threshold="none" if refiner.clip_threshold is None else refiner.clip_threshold,
+        noise_level=refiner.noise_level, reference="" if refiner.reference is None else refiner.reference,
+        stop_signal=refiner.stop_signal or "", stop_threshold=refiner.stop_threshold if refiner.stop_signal else "",
+        stop_window=refiner.stop_window if refiner.stop_signal else "", min_steps=refiner.min_steps if refiner.stop_signal else "",
+        samples=len(labels), seed=seed, mean_evals=float(evals.mean()), min_evals=int(evals.min()), max_evals=int(evals.max()),
+        unet_evals=2 * float(evals.mean()) + model.sampler_evals(scale), accuracy=metrics.accuracy,
+        mean_p_class=metrics.mean_p_class, fd_per_class=metrics.fd_per_class, fd_overall=metrics.fd_overall,
+        diversity_ratio=metrics.diversity_ratio, refine_seconds=refine_seconds, total_seconds=total_seconds,
+    )
+
+
+def read_rows(path: Path) -> List[Dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_rows_atomically(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
+    """Rewrite the CSV through a temporary file and ``os.replace``: a killed run never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore", restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("digits", "flow"), default="digits")
+    parser.add_argument("--sections", nargs="+", default=["cost", "clip", "schedule", "stop", "frontier"],
+                        choices=("cost", "clip", "schedule", "stop", "frontier"))
+    parser.add_argument("--quick", action="store_true", help="few rows, 5 samples per digit, 200-step flow model")
+    parser.add_argument("--samples-per-class", type=int, default=None, help="default 100 (5 with --quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flow-train-steps", type=int, default=None, help=f"default {FLOW_TRAIN_STEPS} (200 with --quick)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--report-only", action="store_true", help="rewrite nlg_cost.md and .png from the CSV")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out_dir / "nlg_cost.csv"
+    if not args.report_only:
+        per_class = args.samples_per_class or (5 if args.quick else 100)
+        labels = requested_labels(per_class)
+        if args.model == "digits":
+            model: Any = DigitsModel()
+        else:
+            model = FlowModel(args.flow_train_steps or (200 if args.quick else FLOW_TRAIN_STEPS))
+        evaluator = DigitsEvaluator()
+        rows = read_rows(csv_path)
+        done = {row["key"] for row in rows}
+        for section, scale, refiner in sections(args.model, args.sections, args.quick):
+            key = key_of(args.model, section, scale, refiner, len(labels), args.seed)
+            if key in done:
+                continue
+            row = {"key": key, **run_row(model, evaluator, section, scale, refiner, labels, args.seed)}
+            rows.append(row)
+            done.add(key)
+            write_rows_atomically(csv_path, rows)
+            print(f"{key}: acc {row['accuracy']:.3f} FD/class {row['fd_per_class']:.2f} evals {row['mean_evals']:.2f} "
+                  f"{row['total_seconds']:.0f} s", flush=True)
+    from nlg_cost_report import write_report
+
+    print(f"wrote {write_report(csv_path, args.out_dir)}")
+
+
+if __name__ == "__main__":
+    main()
