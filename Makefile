@@ -18,8 +18,9 @@ demo: $(STAMP)
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
-# `make app` serves the web demo (digits model, CPU) on http://127.0.0.1:7860;
-# `make app MODEL=path/or/hub-id` serves a Stable Diffusion pipeline; APP_ARGS="--port 8000" passes more options.
+# `make app` serves the web demo (digits model, CPU) on http://127.0.0.1:7860; `make app MODEL=shapes` serves the
+# embedded text-to-image model; `make app MODEL=path/or/hub-id` serves a Stable Diffusion pipeline;
+# APP_ARGS="--port 8000" passes more options.
 .PHONY: app chromium
 app: $(STAMP)
 	$(PY) -m nlg.app $(if $(MODEL),--model $(MODEL)) $(APP_ARGS)

@@ -1,4 +1,4 @@
-"""``python -m nlg.app [--model PATH_OR_ID] [--host 127.0.0.1] [--port 7860]`` (``make app``)."""
+"""``python -m nlg.app [--model shapes|PATH_OR_ID] [--host 127.0.0.1] [--port 7860]`` (``make app``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, List, Optional
 if TYPE_CHECKING:
     from .backends import Backend
 
-__all__ = ["parse_args", "load_backend", "main"]
+__all__ = ["parse_args", "load_backend", "main", "SHAPES"]
+
+#: ``--model shapes`` serves the embedded text-to-image model (:func:`nlg.shapes.load_pipeline`'s folder).
+SHAPES = "shapes"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -24,7 +27,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=None,
-        help="a diffusers Stable Diffusion / SDXL pipeline folder or hub id (default: the embedded digits model)",
+        help="'shapes' (the embedded text-to-image model), or a diffusers Stable Diffusion / SDXL pipeline folder "
+        "or hub id (default: the embedded digits model)",
     )
     parser.add_argument("--weights", type=Path, default=None, help="digits weights folder (default: the shipped weights)")
     parser.add_argument("--device", default=None, help="device for --model (default: cuda if available, else cpu)")
@@ -42,7 +46,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def load_backend(model: Optional[str], device: Optional[str] = None, weights: Optional[Path] = None) -> "Backend":
-    """The digits backend (``weights``: a folder, default the shipped ones) when ``model`` is None,
+    """The digits backend (``weights``: a folder, default the shipped ones) when ``model`` is None; the
+    embedded shapes text-to-image pipeline, with its documented defaults, when ``model`` is ``"shapes"``;
     else ``model`` loaded as a Stable Diffusion pipeline."""
     from .backends import DigitsBackend, ModelLoadError, StableDiffusionBackend
 
@@ -54,6 +59,14 @@ def load_backend(model: Optional[str], device: Optional[str] = None, weights: Op
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"could not load the digits weights: {error}") from None
         return DigitsBackend(pipe)
+    if model == SHAPES:
+        from ..shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PIPELINE
+
+        backend = StableDiffusionBackend.load(str(DEFAULT_PIPELINE), device=device or "cpu")
+        backend.name = SHAPES
+        backend.default_guidance_scale = DEFAULT_GUIDANCE_SCALE
+        backend.default_inference_steps = DEFAULT_INFERENCE_STEPS
+        return backend
     return StableDiffusionBackend.load(model, device=device)
 
 
