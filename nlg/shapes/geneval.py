@@ -1,0 +1,277 @@
+"""A mini-GenEval for the shapes model: GenEval's six tasks, its prompt format, and an exact scorer.
+
+GenEval (Ghosh et al. 2023, https://arxiv.org/abs/2310.11513) scores text-to-image prompt adherence
+with an object detector.  Here the world is known exactly, so the "detector" is geometry, no neural
+network:
+
+1. every pixel goes to the nearest of the seven reference colours (background white and the six
+   palette colours, Euclidean distance in RGB); pixels farther than :data:`OFF_PALETTE_DISTANCE` from all
+   of them are counted as *off-palette* (a quality proxy reported next to accuracy);
+2. the pixels of each colour split into 8-connected components; components smaller than
+   :data:`MIN_AREA` pixels are ignored;
+3. each component's shape comes from its geometry: with ``top`` = share of its pixels in the upper
+   half of its bounding box and ``fill`` = pixels / box area, an upright triangle has ``top ≈ ¼``, a
+   circle ``fill ≈ π/4`` and a square ``fill = 1`` (:func:`classify_shape`).
+
+:func:`evaluate` then applies GenEval's rules to the detections: for each ``include`` entry the
+``count`` largest objects of the class must exist, have the ``color`` if one is given, and stand in
+the ``position`` relation (GenEval's rule, :func:`nlg.shapes.data.relative_position`) to every object
+matched by the referenced entry; an ``exclude`` entry fails if ``count`` or more objects of its class
+exist (so counting means *exactly* N).  Overall accuracy is the mean of the six task accuracies, as
+in GenEval.
+
+The prompt set (:func:`build_prompts`) is stored in GenEval's ``evaluation_metadata.jsonl`` form in
+:data:`PROMPTS_PATH`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import permutations
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .data import BACKGROUND, COLOURS, NUMBERS, PALETTE, RELATIONS, SHAPES, TASKS, plural, relative_position
+
+__all__ = [
+    "PROMPTS_PATH",
+    "OFF_PALETTE_DISTANCE",
+    "MIN_AREA",
+    "Detection",
+    "build_prompts",
+    "write_prompts",
+    "load_prompts",
+    "assign_pixels",
+    "classify_shape",
+    "detect_objects",
+    "evaluate",
+    "score_image",
+    "task_accuracies",
+]
+
+PROMPTS_PATH = Path(__file__).resolve().parent / "evaluation_metadata.jsonl"
+#: A pixel farther than this (RGB Euclidean distance) from every reference colour is off-palette.
+OFF_PALETTE_DISTANCE = 60.0
+#: Components with fewer pixels are noise, not objects (the smallest rendered object has 25 pixels).
+MIN_AREA = 10
+_REFERENCE = np.array([BACKGROUND] + [PALETTE[c] for c in COLOURS], dtype=np.float64)  # 0 = background
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object: class (shape), colour, box ``(x1, y1, x2, y2)`` (x2, y2 exclusive), pixel count."""
+
+    shape: str
+    colour: str
+    box: Tuple[float, float, float, float]
+    area: int
+
+
+# -- prompts --------------------------------------------------------------------------------------
+
+def build_prompts(*, color_attr_prompts: int = 24, seed: int = 0) -> List[Dict[str, Any]]:
+    """The mini-GenEval prompt set, deterministically.
+
+    * ``single_object``: ``a photo of a {shape}`` for each shape (3);
+    * ``two_object``: ``a photo of a {s1} and a {s2}`` for each ordered pair of different shapes (6);
+    * ``counting``: ``a photo of {two|three|four} {shape}s`` with ``exclude`` count N + 1 (9);
+    * ``colors``: ``a photo of a {colour} {shape}`` for every colour and shape (18);
+    * ``position``: ``a photo of a {s1} {relation} a {s2}`` for each ordered pair and relation (24);
+      as in GenEval, the second include entry (s1) carries ``position: [relation, 0]``;
+    * ``color_attr``: ``a photo of a {c1} {s1} and a {c2} {s2}`` (s1 ≠ s2, c1 ≠ c2), a seeded sample of
+      ``color_attr_prompts`` of the 180 combinations.
+
+    Args:
+        color_attr_prompts (`int`, defaults to 24): how many colour-attribution prompts to draw.
+        seed (`int`, defaults to 0): seed of that draw (``torch.Generator``).
+    """
+    prompts: List[Dict[str, Any]] = []
+    for s in SHAPES:
+        prompts.append({"tag": "single_object", "include": [{"class": s, "count": 1}], "prompt": f"a photo of a {s}"})
+    for s1, s2 in permutations(SHAPES, 2):
+        prompts.append({"tag": "two_object", "include": [{"class": s1, "count": 1}, {"class": s2, "count": 1}],
+                        "prompt": f"a photo of a {s1} and a {s2}"})
+    for s in SHAPES:
+        for n, word in NUMBERS.items():
+            prompts.append({"tag": "counting", "include": [{"class": s, "count": n}],
+                            "exclude": [{"class": s, "count": n + 1}], "prompt": f"a photo of {word} {plural(s)}"})
+    for c in COLOURS:
+        for s in SHAPES:
+            prompts.append({"tag": "colors", "include": [{"class": s, "count": 1, "color": c}],
+                            "prompt": f"a photo of a {c} {s}"})
+    for s1, s2 in permutations(SHAPES, 2):
+        for relation in RELATIONS:
+            prompts.append({"tag": "position",
+                            "include": [{"class": s2, "count": 1}, {"class": s1, "count": 1, "position": [relation, 0]}],
+                            "prompt": f"a photo of a {s1} {relation} a {s2}"})
+    combos = [(c1, s1, c2, s2) for s1, s2 in permutations(SHAPES, 2) for c1, c2 in permutations(COLOURS, 2)]
+    order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed))[:color_attr_prompts]
+    for i in sorted(order.tolist()):
+        c1, s1, c2, s2 = combos[i]
+        prompts.append({"tag": "color_attr",
+                        "include": [{"class": s1, "count": 1, "color": c1}, {"class": s2, "count": 1, "color": c2}],
+                        "prompt": f"a photo of a {c1} {s1} and a {c2} {s2}"})
+    return prompts
+
+
+def write_prompts(path: Union[str, Path] = PROMPTS_PATH, prompts: Optional[List[Dict[str, Any]]] = None) -> Path:
+    """Write prompts (default :func:`build_prompts`) as JSON lines."""
+    path = Path(path)
+    prompts = build_prompts() if prompts is None else prompts
+    path.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    return path
+
+
+def load_prompts(path: Union[str, Path] = PROMPTS_PATH, tasks: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Read an ``evaluation_metadata.jsonl`` file, optionally keeping only some tasks."""
+    if tasks is not None:
+        unknown = set(tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"tasks must be among {TASKS}, got {sorted(unknown)}")
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if tasks is None or r["tag"] in tasks]
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+def _as_uint8(image: Any) -> np.ndarray:
+    """``(H, W, 3)`` uint8 from a PIL image, a uint8 array, or a float array in [0, 1]."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"image must have shape (H, W, 3), got {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"image must be uint8 or float in [0, 1], got dtype {array.dtype}")
+        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+    return array
+
+
+def assign_pixels(image: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """Nearest reference colour per pixel.
+
+    Returns:
+        ``(labels, off_palette)``: labels ``(H, W)`` with 0 = background and 1…6 = :data:`COLOURS` in
+        order, and a boolean ``(H, W)`` mask of pixels farther than :data:`OFF_PALETTE_DISTANCE` from all.
+    """
+    pixels = _as_uint8(image).astype(np.float64)
+    distances = np.linalg.norm(pixels[:, :, None, :] - _REFERENCE[None, None], axis=-1)
+    return distances.argmin(axis=-1), distances.min(axis=-1) > OFF_PALETTE_DISTANCE
+
+
+def classify_shape(mask: np.ndarray) -> str:
+    """Shape of one component from its mask cropped to its bounding box.
+
+    ``top`` (share of pixels whose centre lies above the box's middle, pixels on it counting half)
+    below 0.37 means an upright triangle (≈ ¼ for a triangle, ½ for symmetric shapes); otherwise
+    ``fill`` (pixels / box area) above 0.89 means a square (1), else a circle (π/4 ≈ 0.785).
+    """
+    h, w = mask.shape
+    area = mask.sum()
+    centres = np.arange(h) + 0.5
+    weight = np.where(centres < h / 2, 1.0, np.where(centres == h / 2, 0.5, 0.0))
+    top = float((mask.sum(axis=1) * weight).sum() / area)
+    fill = float(area / (h * w))
+    if top < 0.37:
+        return "triangle"
+    return "square" if fill > 0.89 else "circle"
+
+
+def detect_objects(image: Any) -> Tuple[List[Detection], float]:
+    """Objects in an image and its off-palette share.
+
+    Args:
+        image: a ``PIL.Image``, a uint8 ``(H, W, 3)`` array or a float one in [0, 1].
+
+    Returns:
+        ``(detections, off_palette_fraction)``, detections sorted by area, largest first.
+    """
+    from scipy import ndimage
+
+    labels, off = assign_pixels(image)
+    detections: List[Detection] = []
+    structure = np.ones((3, 3), dtype=bool)
+    for k, colour in enumerate(COLOURS, start=1):
+        components, count = ndimage.label(labels == k, structure=structure)
+        for index, window in enumerate(ndimage.find_objects(components), start=1):
+            if window is None:
+                continue
+            mask = components[window] == index
+            area = int(mask.sum())
+            if area < MIN_AREA:
+                continue
+            ys, xs = window
+            box = (float(xs.start), float(ys.start), float(xs.stop), float(ys.stop))
+            detections.append(Detection(classify_shape(mask), colour, box, area))
+    detections.sort(key=lambda d: (-d.area, d.box))
+    return detections, float(off.mean())
+
+
+# -- GenEval's rules ------------------------------------------------------------------------------
+
+def evaluate(detections: Sequence[Detection], metadata: Dict[str, Any]) -> Tuple[bool, str]:
+    """GenEval's decision for one image: ``(correct, reason)``.
+
+    Objects of a class are taken largest first (GenEval takes them by detector confidence).
+    """
+    by_class: Dict[str, List[Detection]] = {}
+    for d in sorted(detections, key=lambda d: (-d.area, d.box)):
+        by_class.setdefault(d.shape, []).append(d)
+    correct = True
+    reasons: List[str] = []
+    matched_groups: List[Optional[List[Detection]]] = []
+    for req in metadata.get("include", []):
+        cls, count = req["class"], req["count"]
+        found = by_class.get(cls, [])[:count]
+        matched = True
+        if len(found) < count:
+            correct = matched = False
+            reasons.append(f"expected {cls}>={count}, found {len(found)}")
+        else:
+            if "color" in req:
+                colours = [d.colour for d in found]
+                if colours.count(req["color"]) < count:
+                    correct = matched = False
+                    reasons.append(f"expected {req['color']} {cls}>={count}, found {colours}")
+            if "position" in req and matched:
+                relation, target = req["position"]
+                if matched_groups[target] is None:
+                    correct = matched = False
+                    reasons.append(f"no target for {cls} to be {relation}")
+                else:
+                    for obj in found:
+                        for other in matched_groups[target]:
+                            actual = relative_position(obj.box, other.box)
+                            if relation not in actual:
+                                correct = matched = False
+                                reasons.append(f"expected {cls} {relation} target, found {sorted(actual)}")
+                                break
+                        if not matched:
+                            break
+        matched_groups.append(found if matched else None)
+    for req in metadata.get("exclude", []):
+        cls, count = req["class"], req["count"]
+        if len(by_class.get(cls, [])) >= count:
+            correct = False
+            reasons.append(f"expected {cls}<{count}, found {len(by_class[cls])}")
+    return correct, "; ".join(reasons)
+
+
+def score_image(image: Any, metadata: Dict[str, Any]) -> Dict[str, Any]:
+    """Detect and evaluate one image: ``{"correct", "reason", "off_palette", "objects"}``."""
+    detections, off = detect_objects(image)
+    correct, reason = evaluate(detections, metadata)
+    return {"correct": correct, "reason": reason, "off_palette": off, "objects": len(detections)}
+
+
+def task_accuracies(tags: Iterable[str], correct: Iterable[bool]) -> Dict[str, float]:
+    """Accuracy per task and ``overall`` = mean of the task accuracies (GenEval's overall score)."""
+    totals: Dict[str, List[int]] = {}
+    for tag, ok in zip(tags, correct):
+        totals.setdefault(tag, []).append(int(bool(ok)))
+    result = {t: sum(v) / len(v) for t, v in sorted(totals.items(), key=lambda kv: TASKS.index(kv[0]))}
+    result["overall"] = sum(result.values()) / len(result) if result else float("nan")
+    return result

@@ -1,0 +1,129 @@
+"""The shapes model's parts: configs of a tiny Stable-Diffusion-shaped latent diffusion model.
+
+* ``AutoencoderKL``: 32×32×3 pixels ↔ 16×16×4 latents (two levels, 16/32 channels, no attention), trained here;
+* ``CLIPTextModel``: 2 layers, width 64, 16 positions, on :mod:`nlg.shapes.tokenizer`'s vocabulary;
+* ``UNet2DConditionModel``: 16×16×4 latents, three levels (16×16, 8×8, 4×4 with 32/64/128 channels),
+  cross-attention to the text at 8×8, 4×4 and in the middle block.
+
+The sizes were chosen by measured CPU cost (one thread on a shared 2-core machine: ≈33 ms per image
+for a UNet training step, ≈19 ms for a VAE step), so that ``python -m nlg.shapes.train`` fits in an hour.
+* the noise schedule is Stable Diffusion's (``scaled_linear`` betas 0.00085 → 0.012, 1000 steps,
+  ε-prediction, so ᾱ_999 ≈ 0.0047); sampling uses ``DDIMScheduler`` with SD's settings.
+
+Every builder takes a ``seed``; the global RNG is forked, not disturbed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .data import IMAGE_SIZE
+from .tokenizer import MODEL_MAX_LENGTH, build_vocab
+
+__all__ = [
+    "VAE_CONFIG",
+    "TEXT_CONFIG",
+    "UNET_CONFIG",
+    "SCHEDULER_CONFIG",
+    "LATENT_SIZE",
+    "build_vae",
+    "build_text_encoder",
+    "build_unet",
+    "training_scheduler",
+    "sampling_scheduler",
+]
+
+VAE_CONFIG: Dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=IMAGE_SIZE,
+    mid_block_add_attention=False,
+)
+#: 32×32 pixels → 16×16 latents (the VAE downsamples once per level after the first).
+LATENT_SIZE = IMAGE_SIZE // 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1)
+
+TEXT_CONFIG: Dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=MODEL_MAX_LENGTH,
+    projection_dim=64,
+    hidden_act="quick_gelu",
+)
+
+UNET_CONFIG: Dict[str, Any] = dict(
+    sample_size=LATENT_SIZE,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(32, 64, 128),
+    layers_per_block=1,
+    cross_attention_dim=TEXT_CONFIG["hidden_size"],
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+
+#: Stable Diffusion's training schedule, ε-prediction.
+SCHEDULER_CONFIG: Dict[str, Any] = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    clip_sample=False,
+)
+
+
+def _seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def build_vae(*, seed: int = 0) -> AutoencoderKL:
+    """A freshly initialised VAE (:data:`VAE_CONFIG`); ``scaling_factor`` is set after training."""
+    return _seeded(seed, lambda: AutoencoderKL(**VAE_CONFIG))
+
+
+def text_config() -> CLIPTextConfig:
+    """:data:`TEXT_CONFIG` on the tokenizer's vocabulary, with its start/end/padding ids."""
+    vocab, _ = build_vocab()
+    return CLIPTextConfig(
+        vocab_size=len(vocab),
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        **TEXT_CONFIG,
+    )
+
+
+def build_text_encoder(*, seed: int = 0) -> CLIPTextModel:
+    """A freshly initialised 2-layer ``CLIPTextModel`` (:data:`TEXT_CONFIG`)."""
+    return _seeded(seed, lambda: CLIPTextModel(text_config()))
+
+
+def build_unet(*, seed: int = 0) -> UNet2DConditionModel:
+    """A freshly initialised ``UNet2DConditionModel`` (:data:`UNET_CONFIG`)."""
+    return _seeded(seed, lambda: UNet2DConditionModel(**UNET_CONFIG))
+
+
+def training_scheduler() -> DDPMScheduler:
+    """``DDPMScheduler`` with SD's betas: the training noise schedule."""
+    return DDPMScheduler(**SCHEDULER_CONFIG)
+
+
+def sampling_scheduler() -> DDIMScheduler:
+    """``DDIMScheduler`` with SD's betas and SD's sampling settings (``steps_offset=1``, ``set_alpha_to_one=False``)."""
+    return DDIMScheduler(**SCHEDULER_CONFIG, steps_offset=1, set_alpha_to_one=False, timestep_spacing="leading")

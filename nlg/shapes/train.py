@@ -1,0 +1,367 @@
+r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusion pipeline folder.
+
+    python -m nlg.shapes.train                          # the shipped model (nlg/shapes/weights/shapes_ldm)
+    python -m nlg.shapes.train --quick --out /tmp/shapes  # a ~1-minute smoke run
+
+Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed``:
+
+1. **VAE.** ``AutoencoderKL`` on the rendered scenes, loss
+   :math:`\lVert D(z) - x\rVert_1 + \lVert D(z) - x\rVert_2^2 + \beta\,\mathrm{KL}(q(z|x)\,\Vert\,\mathcal N(0, I))`
+   (means over elements, β = 1e-5).  Afterwards ``scaling_factor`` = 1 / std of the latents, as in
+   Stable Diffusion.
+2. **UNet + text encoder, jointly**, on the DDPM ε-objective (Ho et al. 2020,
+   https://arxiv.org/abs/2006.11239) in latent space (Rombach et al. 2022, https://arxiv.org/abs/2112.10752):
+
+   .. math::
+       \mathcal L = \lVert \epsilon_\theta(\sqrt{\bar\alpha_t} z_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, t, \tau(c)) - \epsilon\rVert_2^2,
+       \qquad c = \text{""} \text{ with probability } p_{\text{drop}} = 0.12,
+
+   with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule.  The caption dropout (each caption
+   independently) trains the unconditional ε(·|"") that classifier-free guidance and NLG need.
+
+AdamW with linear warm-up over 5% of the steps, then cosine decay; gradients clipped to norm 1.  A
+checkpoint is written atomically every ``--checkpoint-every`` steps into ``<out>.partial/``; rerunning
+the same command resumes from it with the same result.  The finished pipeline is written with
+``save_pretrained`` into a temporary folder and renamed into place, with ``<out>.json`` (settings,
+wall time, thread count, sha256 of every weights file) next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data import render_dataset
+from .model import (
+    SCHEDULER_CONFIG,
+    TEXT_CONFIG,
+    UNET_CONFIG,
+    VAE_CONFIG,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    sampling_scheduler,
+    training_scheduler,
+)
+from .tokenizer import build_tokenizer
+
+__all__ = ["DEFAULT_TRAINING", "QUICK_TRAINING", "WEIGHTS_ROOT", "DEFAULT_FOLDER", "TRAIN_SEED_OFFSET", "train", "main"]
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+DEFAULT_FOLDER = WEIGHTS_ROOT / "shapes_ldm"
+#: Training scenes are ``scene_from_seed(TRAIN_SEED_OFFSET + i)``; tests and benchmarks use other seeds.
+TRAIN_SEED_OFFSET = 1_000_000
+
+#: The settings of the shipped model.
+DEFAULT_TRAINING: Dict[str, Any] = dict(
+    scenes=24000,
+    vae_steps=600,
+    vae_batch_size=32,
+    vae_lr=1e-3,
+    kl_weight=1e-5,
+    steps=2400,
+    batch_size=32,
+    lr=6e-4,
+    caption_dropout=0.12,
+    seed=0,
+)
+#: ``--quick``: a smoke run of the whole recipe.
+QUICK_TRAINING: Dict[str, Any] = dict(DEFAULT_TRAINING, scenes=256, vae_steps=20, vae_batch_size=16, steps=20, batch_size=16)
+
+
+def _lr_lambda(steps: int) -> Callable[[int], float]:
+    warmup = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return factor
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(folder: Path) -> Dict[str, str]:
+    """sha256 of every ``*.safetensors`` file in a pipeline folder, keyed by relative path."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*.safetensors"))}
+
+
+class _Phase:
+    """Optimiser, LR schedule and step counter of one training phase, checkpointed together."""
+
+    def __init__(self, params: List[torch.nn.Parameter], lr: float, steps: int) -> None:
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(steps))
+        self.params = params
+
+    def step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.schedule.step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
+
+def train(
+    out: Path,
+    *,
+    settings: Dict[str, Any] = DEFAULT_TRAINING,
+    threads: int = 1,
+    checkpoint_every: int = 200,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    command: str = "python -m nlg.shapes.train",
+) -> Dict[str, Any]:
+    """Train VAE, then UNet and text encoder; write the pipeline folder ``out`` and ``out.json``.
+
+    Args:
+        out (`Path`): the pipeline folder to create (replaced atomically if it exists).
+        settings (`Dict[str, Any]`, defaults to :data:`DEFAULT_TRAINING`): scenes, steps, batch sizes, rates, seed.
+        threads (`int`, defaults to 1): torch threads (recorded; results are bit-exact per thread count).
+        checkpoint_every (`int`, defaults to 200): steps between checkpoints in ``<out>.partial/``.
+        progress (`bool`, defaults to True): tqdm bars.
+        log (`Callable[[str], None]`, defaults to print): receives progress lines.
+        command (`str`): the command recorded in the metadata.
+
+    Returns:
+        The metadata written to ``out.json``.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    s = dict(settings)
+    unknown = set(s) - set(DEFAULT_TRAINING)
+    if unknown:
+        raise ValueError(f"settings has unknown keys {sorted(unknown)}")
+    for key in ("scenes", "vae_steps", "vae_batch_size", "steps", "batch_size", "seed"):
+        if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < (0 if key == "seed" else 1):
+            raise ValueError(f"settings[{key!r}] must be a positive int, got {s[key]!r}")
+    if not 0.0 <= s["caption_dropout"] < 1.0:
+        raise ValueError(f"caption_dropout must be in [0, 1), got {s['caption_dropout']}")
+    torch.set_num_threads(threads)
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    ckpt_path = partial / "checkpoint.pt"
+    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.is_file() else None
+    if state is not None and state["settings"] != s:
+        raise ValueError(f"{ckpt_path} was written with other settings; delete {partial} to start afresh")
+    elapsed_before = state["elapsed"] if state is not None else 0.0
+    start = time.perf_counter()
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - start
+
+    generator = torch.Generator().manual_seed(s["seed"])
+    images, captions, _ = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s["scenes"]))
+    log(f"rendered {len(images)} scenes in {time.perf_counter() - start:.0f} s")
+    tokenizer = build_tokenizer()
+    vae = build_vae(seed=s["seed"])
+    vae_phase = _Phase(list(vae.parameters()), s["vae_lr"], s["vae_steps"])
+    vae_step = 0
+    if state is not None:
+        vae.load_state_dict(state["vae"])
+        vae_phase.load_state_dict(state["vae_phase"])
+        vae_step = state["vae_step"]
+        generator.set_state(state["generator"])
+
+    text_encoder = build_text_encoder(seed=s["seed"] + 1)
+    unet = build_unet(seed=s["seed"] + 2)
+    unet_phase = _Phase(list(unet.parameters()) + list(text_encoder.parameters()), s["lr"], s["steps"])
+    unet_step = 0
+    if state is not None and state.get("unet") is not None:
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        unet_phase.load_state_dict(state["unet_phase"])
+        unet_step = state["unet_step"]
+
+    losses: Dict[str, List[float]] = {"vae": list(state["losses"]["vae"]) if state else [],
+                                      "unet": list(state["losses"]["unet"]) if state else []}
+
+    def checkpoint() -> None:
+        _atomic_save(
+            {
+                "settings": s,
+                "vae": vae.state_dict(),
+                "vae_phase": vae_phase.state_dict(),
+                "vae_step": vae_step,
+                "unet": unet.state_dict() if unet_step > 0 else None,
+                "text_encoder": text_encoder.state_dict(),
+                "unet_phase": unet_phase.state_dict(),
+                "unet_step": unet_step,
+                "generator": generator.get_state(),
+                "losses": losses,
+                "elapsed": elapsed(),
+            },
+            ckpt_path,
+        )
+
+    # -- phase 1: VAE ------------------------------------------------------------------------------
+    vae.train()
+    bar = tqdm(range(vae_step, s["vae_steps"]), desc="VAE", disable=not progress, mininterval=2.0)
+    for step in bar:
+        index = torch.randint(0, len(images), (s["vae_batch_size"],), generator=generator)
+        x = images[index]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(z).sample
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + s["kl_weight"] * kl
+        vae_phase.step(loss)
+        vae_step = step + 1
+        losses["vae"].append(float(loss.detach()))
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{losses['vae'][-1]:.4f}")
+        if vae_step % checkpoint_every == 0 or vae_step == s["vae_steps"]:
+            checkpoint()
+            log(f"VAE step {vae_step}/{s['vae_steps']} loss {sum(losses['vae'][-25:]) / len(losses['vae'][-25:]):.4f} "
+                f"elapsed {elapsed() / 60:.1f} min")
+    vae.eval().requires_grad_(False)
+
+    # Encode every scene once (posterior mean and std); latents are sampled per step.
+    with torch.no_grad():
+        means, stds = [], []
+        for chunk in images.split(256):
+            posterior = vae.encode(chunk).latent_dist
+            means.append(posterior.mean)
+            stds.append(posterior.std)
+        latent_mean, latent_std = torch.cat(means), torch.cat(stds)
+    scaling_factor = float(1.0 / torch.sqrt(latent_mean.var() + latent_std.pow(2).mean()))
+    vae.register_to_config(scaling_factor=scaling_factor)
+    log(f"latent scaling factor {scaling_factor:.4f}")
+
+    encoded = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids[0]
+    scheduler = training_scheduler()
+
+    # -- phase 2: UNet + text encoder -----------------------------------------------------------
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(range(unet_step, s["steps"]), desc="UNet + text encoder", disable=not progress, mininterval=2.0)
+    for step in bar:
+        index = torch.randint(0, len(images), (s["batch_size"],), generator=generator)
+        z0 = latent_mean[index] + latent_std[index] * torch.randn(latent_mean[index].shape, generator=generator)
+        z0 = z0 * scaling_factor
+        ids = encoded[index].clone()
+        drop = torch.rand(s["batch_size"], generator=generator) < s["caption_dropout"]
+        ids[drop] = empty
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (s["batch_size"],), generator=generator)
+        noise = torch.randn(z0.shape, generator=generator)
+        noisy = scheduler.add_noise(z0, noise, timesteps)
+        hidden = text_encoder(ids)[0]
+        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+        loss = F.mse_loss(prediction, noise)
+        unet_phase.step(loss)
+        unet_step = step + 1
+        losses["unet"].append(float(loss.detach()))
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{sum(losses['unet'][-25:]) / len(losses['unet'][-25:]):.4f}")
+        if unet_step % checkpoint_every == 0 or unet_step == s["steps"]:
+            checkpoint()
+            tail = losses["unet"][-100:]
+            log(f"UNet step {unet_step}/{s['steps']} loss(last {len(tail)}) {sum(tail) / len(tail):.4f} "
+                f"elapsed {elapsed() / 60:.1f} min")
+    unet.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    wall = elapsed()
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sampling_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    staging = out.with_name(out.name + ".staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    pipe.save_pretrained(staging, safe_serialization=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    tail = losses["unet"][-200:]
+    meta = {
+        "command": command,
+        "settings": s,
+        "threads": threads,
+        "wall_seconds": round(wall, 1),
+        "wall_minutes": round(wall / 60, 1),
+        "final_unet_loss_mean_last_200": round(sum(tail) / len(tail), 5),
+        "final_vae_loss_mean_last_50": round(sum(losses["vae"][-50:]) / len(losses["vae"][-50:]), 5),
+        "latent_scaling_factor": scaling_factor,
+        "parameters": {
+            "vae": sum(p.numel() for p in vae.parameters()),
+            "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
+            "unet": sum(p.numel() for p in unet.parameters()),
+        },
+        "configs": {"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": UNET_CONFIG, "scheduler": SCHEDULER_CONFIG},
+        "train_seeds": [TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s["scenes"]],
+        "torch": torch.__version__,
+        "sha256": weights_sha256(out),
+        "size_bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+    }
+    meta_path = out.with_name(out.name + ".json")
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=list) + "\n")
+    os.replace(tmp, meta_path)
+    shutil.rmtree(partial)
+    log(f"wrote {out} ({meta['size_bytes'] / 1e6:.1f} MB) and {meta_path}; training took {wall / 60:.1f} min")
+    return meta
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line for :func:`train`."""
+    parser = argparse.ArgumentParser(description="Train the shapes text-to-image model (CPU, seeded, resumable).")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run of the whole recipe (default --out ./shapes-quick)")
+    parser.add_argument("--out", type=Path, default=None, help=f"pipeline folder to write (default {DEFAULT_FOLDER})")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1; on the shared 2-core machine 2 threads ran 3-9x slower per step)")
+    parser.add_argument("--steps", type=int, default=None, help="UNet steps (overrides the preset)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
+    args = parser.parse_args(argv)
+    settings = dict(QUICK_TRAINING if args.quick else DEFAULT_TRAINING)
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    out = args.out if args.out is not None else (Path("shapes-quick") if args.quick else DEFAULT_FOLDER)
+    command = "python -m nlg.shapes.train" + (" --quick" if args.quick else "") + (
+        f" --steps {args.steps}" if args.steps is not None else "") + (f" --seed {args.seed}" if args.seed is not None else "")
+    train(out, settings=settings, threads=args.threads, checkpoint_every=args.checkpoint_every,
+          progress=not args.no_progress, log=lambda line: print(line, flush=True), command=command)
+
+
+if __name__ == "__main__":
+    main()
