@@ -9,6 +9,7 @@ The class holds the configuration (as diffusers' schedulers and guiders do); the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -17,9 +18,19 @@ from torch import Tensor
 
 from .adapters.auto import get_adapter
 from .adapters.base import ENCODE_KWARGS, SDXL_SIZE_KWARGS
-from .core.refine import GeneratorLike, refine_noise, validate_refine_options, validate_stopping
+from .core.refine import (
+    GeneratorLike,
+    check_latents_tensor,
+    refine_noise,
+    validate_generator,
+    validate_refine_options,
+    validate_stopping,
+)
 
 __all__ = ["NoiseLevelGuidance", "NLGRefinement"]
+
+#: The paper's path length ``K·η`` (K = 20 steps of η = 1).
+PAPER_PATH_LENGTH = 20.0
 
 
 @dataclass
@@ -78,6 +89,12 @@ class NoiseLevelGuidance:
             later model batches.  ``None`` refines every image for all ``refining_steps``.
         stop_window (`int`, defaults to 3):
             Consecutive settled steps adaptive stopping waits for.
+        stop_signal (`str`, defaults to ``"norm_change"``):
+            What ``stop_tolerance`` thresholds: ``"norm_change"`` (relative change of ‖d‖, above) or
+            ``"radial"`` (stop once the cosine between the step and the latent reaches
+            ``stop_tolerance``); see :func:`nlg.refine_noise`.
+
+    For a fixed cost, :meth:`for_budget` spreads the paper's path length ``K·η = 20`` over fewer steps.
     """
 
     def __init__(
@@ -93,6 +110,7 @@ class NoiseLevelGuidance:
         reference_timestep: Optional[int] = None,
         stop_tolerance: Optional[float] = None,
         stop_window: int = 3,
+        stop_signal: str = "norm_change",
     ) -> None:
         validate_refine_options(
             refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
@@ -101,6 +119,8 @@ class NoiseLevelGuidance:
             isinstance(guidance_formula_gamma, bool) or not isinstance(guidance_formula_gamma, (int, float))
         ):
             raise TypeError(f"guidance_formula_gamma must be a number or None, got {type(guidance_formula_gamma).__name__}")
+        if guidance_formula_gamma is not None and not math.isfinite(guidance_formula_gamma):
+            raise ValueError(f"guidance_formula_gamma must be finite, got {guidance_formula_gamma}")
         if reference_timestep is not None and (
             isinstance(reference_timestep, bool) or not isinstance(reference_timestep, int) or reference_timestep < 0
         ):
@@ -113,9 +133,58 @@ class NoiseLevelGuidance:
         self.boundary_control = bool(boundary_control)
         self.guidance_formula_gamma = guidance_formula_gamma
         self.reference_timestep = reference_timestep
-        validate_stopping(stop_tolerance, stop_window)
+        validate_stopping(stop_tolerance, stop_window, stop_signal)
         self.stop_tolerance = stop_tolerance
         self.stop_window = stop_window
+        self.stop_signal = stop_signal
+
+    @classmethod
+    def for_budget(cls, evaluations: int, *, path_length: float = PAPER_PATH_LENGTH, **options: Any) -> "NoiseLevelGuidance":
+        r"""NLG that spends ``evaluations`` model evaluations and keeps the paper's path length.
+
+        The refinement moves the latent along a path of length ``L = K·η`` (the paper: K = 20, η = 1);
+        when clipping does not engage, what it achieves depends on ``L`` far more than on ``K``.  This
+        sets ``refining_steps = evaluations`` and ``step_size = path_length / evaluations``:
+
+        .. math::
+            K = 	ext{evaluations}, \qquad \eta = L / K,
+
+        so every choice of ``evaluations`` walks the same path as the paper's default (Mannering, Huang
+        and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936, Alg. 1).  The clipping bound
+        ``K·η·τ`` on the path is preserved as well.  Each evaluation is one batched CFG pair (two UNet
+        passes for classifier-free models).  On the shipped digits model, ``evaluations=4`` scores like
+        ``NoiseLevelGuidance()`` at a fifth of the cost (``docs/guides/cost.md``,
+        ``benchmarks/nlg_cost.py``); ``for_budget(20)`` is exactly ``NoiseLevelGuidance()``.
+
+        Args:
+            evaluations (`int`):
+                Refinement steps ``K`` ≥ 1, i.e. direction evaluations per image.
+            path_length (`float`, defaults to 20.0):
+                ``L = K·η`` > 0; 20 is the paper's.
+            **options:
+                Any other constructor option (``clip_threshold``, ``noise_level``, ``stop_tolerance``, …);
+                ``refining_steps`` and ``step_size`` are set from the budget and may not be passed.
+
+        Returns:
+            A :class:`NoiseLevelGuidance` with ``refining_steps = evaluations`` and ``step_size = L / K``.
+        """
+        if isinstance(evaluations, bool) or not isinstance(evaluations, int):
+            raise TypeError(f"evaluations must be an int, got {type(evaluations).__name__}")
+        if evaluations < 1:
+            raise ValueError(f"evaluations must be >= 1, got {evaluations}")
+        if isinstance(path_length, bool) or not isinstance(path_length, (int, float)):
+            raise TypeError(f"path_length must be a number, got {type(path_length).__name__}")
+        if not path_length > 0 or path_length == float("inf"):
+            raise ValueError(f"path_length must be a finite number > 0, got {path_length}")
+        fixed = sorted({"refining_steps", "step_size"} & set(options))
+        if fixed:
+            raise TypeError(f"for_budget() sets {fixed} from evaluations and path_length; do not pass them")
+        return cls(refining_steps=evaluations, step_size=float(path_length) / evaluations, **options)
+
+    @property
+    def path_length(self) -> float:
+        """``K·η``: the length of the refinement path before clipping (20 for the paper's defaults)."""
+        return self.refining_steps * self.step_size
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
@@ -135,6 +204,7 @@ class NoiseLevelGuidance:
             "reference_timestep": self.reference_timestep,
             "stop_tolerance": self.stop_tolerance,
             "stop_window": self.stop_window,
+            "stop_signal": self.stop_signal,
         }
 
     def refine(
@@ -180,6 +250,7 @@ class NoiseLevelGuidance:
                     f"generator is a list of {len(generator)} generators but the batch holds {batch} images "
                     "(prompts × num_images_per_prompt)"
                 )
+            validate_generator(generator, batch)
             shape = adapter.latent_shape(batch, height, width)
             dtype = conditioning["prompt_embeds"].dtype if "prompt_embeds" in conditioning else torch.float32
             if latents is None:
@@ -206,6 +277,7 @@ class NoiseLevelGuidance:
                 generator=generator,
                 stop_tolerance=self.stop_tolerance,
                 stop_window=self.stop_window,
+                stop_signal=self.stop_signal,
             )
         # Clone outside inference mode so callers may use these anywhere.
         conditioning = {k: v.clone() if isinstance(v, Tensor) else v for k, v in conditioning.items()}
@@ -245,6 +317,7 @@ class NoiseLevelGuidance:
 def _check_latents(latents: Tensor, shape: Tuple[int, ...]) -> None:
     if not isinstance(latents, Tensor):
         raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    check_latents_tensor(latents)
     if latents.ndim != len(shape):
         raise ValueError(f"latents must have rank {len(shape)} (shape {shape}), got shape {tuple(latents.shape)}")
     if latents.shape[0] != shape[0]:
