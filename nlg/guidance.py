@@ -147,7 +147,7 @@ class NoiseLevelGuidance:
         sets ``refining_steps = evaluations`` and ``step_size = path_length / evaluations``:
 
         .. math::
-            K = 	ext{evaluations}, \qquad \eta = L / K,
+            K = \text{evaluations}, \qquad \eta = L / K,
 
         so every choice of ``evaluations`` walks the same path as the paper's default (Mannering, Huang
         and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936, Alg. 1).  The clipping bound
