@@ -1,0 +1,244 @@
+"""Mini-GenEval on the shipped shapes model: plain sampling vs Noise Level Guidance, paired seeds, 95% intervals.
+
+    python benchmarks/shapes_geneval.py             # -> benchmarks/results/shapes_geneval.{csv,md,png}
+    python benchmarks/shapes_geneval.py --quick --out-dir /tmp/sg    # a smoke run (2 prompts per task, 1 image)
+
+Every configuration draws ``--images-per-prompt`` images for each of the 84 prompts of
+``nlg/shapes/evaluation_metadata.jsonl`` from the same per-image seeds (one ``torch.Generator`` per
+image), DDIM with ``--steps`` steps, and scores them with the exact scorer (:mod:`nlg.shapes.geneval`).
+
+Configurations: plain sampling at every CFG scale of ``--scales`` (1 = no guidance); then NLG through
+``NoiseLevelGuidance(refining_steps=K, step_size=η)(pipe, ...)`` for (K, η) ∈ {(20, 1), (4, 5), (2, 10)} at
+the best plain scale (chosen on these same images, which favours plain sampling) and at CFG 1.  For each
+NLG configuration the difference to plain sampling at the same CFG scale comes with a 95% paired
+bootstrap interval: prompts are resampled within each task (with all their images, in both arms),
+2000 times, seeded.  Overall accuracy is the mean of the six task accuracies, as in GenEval.
+
+Finished configurations are cached in ``--cache`` (keyed by the weights' sha256 and the settings), so
+an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from nlg.shapes import DEFAULT_PIPELINE, load_pipeline
+from nlg.shapes.data import TASKS
+from nlg.shapes.geneval import load_prompts, task_accuracies
+from nlg.shapes.sampling import SamplingConfig, generate, image_seed, score_batch
+from nlg.shapes.train import weights_sha256
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCALES = (1.0, 3.0, 6.0)
+NLG_SETTINGS = ((20, 1.0), (4, 5.0), (2, 10.0))
+BOOTSTRAP = 2000
+
+
+def run_config(pipe, config: SamplingConfig, prompts: List[Dict[str, Any]], images_per_prompt: int, seed: int,
+               steps: int, cache: Path, key: str) -> Dict[str, Any]:
+    """Generate and score one configuration (or read it from the cache)."""
+    name = hashlib.sha256(f"{key}|{config}|{images_per_prompt}|{seed}|{steps}|{len(prompts)}".encode()).hexdigest()[:16]
+    path = cache / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    texts = [p["prompt"] for p in prompts for _ in range(images_per_prompt)]
+    seeds = [image_seed(seed, i, j) for i in range(len(prompts)) for j in range(images_per_prompt)]
+    meta = [p for p in prompts for _ in range(images_per_prompt)]
+    start = time.perf_counter()
+    images = generate(pipe, texts, seeds, config, num_inference_steps=steps)
+    seconds = time.perf_counter() - start
+    scores = score_batch(images, meta)
+    record = {
+        "config": config.__dict__, "name": config.name, "seconds": round(seconds, 1),
+        "correct": [bool(s["correct"]) for s in scores], "off_palette": [s["off_palette"] for s in scores],
+        "unet_evals_per_image": config.unet_evals_per_image(steps),
+    }
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    np.save(cache / f"{name}_images.npy", images)
+    return record
+
+
+def prompt_scores(record: Dict[str, Any], images_per_prompt: int) -> np.ndarray:
+    """Per-prompt share of correct images, shape (prompts,)."""
+    return np.asarray(record["correct"], dtype=np.float64).reshape(-1, images_per_prompt).mean(axis=1)
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, tags: Sequence[str], seed: int) -> Dict[str, Tuple[float, float, float]]:
+    """Mean difference b − a per task and overall (task mean), with 95% percentile intervals.
+
+    Prompts are resampled with replacement within each task, the same prompts for both arms.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    tasks = [t for t in TASKS if t in tags]
+    index = {t: np.array([i for i, tag in enumerate(tags) if tag == t]) for t in tasks}
+    diff = b - a
+    draws = {t: np.empty(BOOTSTRAP) for t in tasks}
+    for t in tasks:
+        picks = torch.randint(0, len(index[t]), (BOOTSTRAP, len(index[t])), generator=generator).numpy()
+        draws[t] = diff[index[t][picks]].mean(axis=1)
+    overall = np.mean([draws[t] for t in tasks], axis=0)
+    out = {t: (float(diff[index[t]].mean()), *np.percentile(draws[t], [2.5, 97.5]).tolist()) for t in tasks}
+    out["overall"] = (float(np.mean([diff[index[t]].mean() for t in tasks])), *np.percentile(overall, [2.5, 97.5]).tolist())
+    return out
+
+
+def fmt_diff(d: Tuple[float, float, float]) -> str:
+    return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 prompts per task, 1 image each, scales 1 and 4, K=2 only")
+    parser.add_argument("--images-per-prompt", type=int, default=None, help="default 4 (1 with --quick)")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20, the documented default)")
+    parser.add_argument("--scales", type=float, nargs="+", default=None, help=f"plain CFG scales (default {SCALES})")
+    parser.add_argument("--nlg-scales", type=float, nargs="+", default=None,
+                        help="CFG scales for NLG (default: the best plain scale, then 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--weights", type=Path, default=None, help="pipeline folder (default: shipped)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=Path("outputs") / "shapes_geneval_cache")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    per_prompt = args.images_per_prompt or (1 if args.quick else 4)
+    scales = tuple(args.scales) if args.scales else ((1.0, 4.0) if args.quick else SCALES)
+    nlg_settings = ((2, 10.0),) if args.quick else NLG_SETTINGS
+    prompts = load_prompts()
+    if args.quick:
+        prompts = [p for t in TASKS for p in [q for q in prompts if q["tag"] == t][:2]]
+    tags = [p["tag"] for p in prompts]
+    folder = Path(args.weights) if args.weights else DEFAULT_PIPELINE
+    sha = weights_sha256(folder)
+    key = hashlib.sha256(json.dumps(sha, sort_keys=True).encode()).hexdigest()
+    pipe = load_pipeline(folder)
+    start = time.perf_counter()
+
+    records: Dict[SamplingConfig, Dict[str, Any]] = {}
+
+    def run(config: SamplingConfig) -> Dict[str, Any]:
+        record = run_config(pipe, config, prompts, per_prompt, args.seed, args.steps, args.cache, key)
+        records[config] = record
+        acc = task_accuracies([t for t in tags for _ in range(per_prompt)], record["correct"])
+        print(f"{config.name:32s} overall {100 * acc['overall']:5.1f}%  ({record['seconds']:.0f} s)", flush=True)
+        return record
+
+    for scale in scales:
+        run(SamplingConfig(scale))
+
+    def overall(config: SamplingConfig) -> float:
+        return task_accuracies([t for t in tags for _ in range(per_prompt)], records[config]["correct"])["overall"]
+
+    best = max(scales, key=lambda s: (overall(SamplingConfig(s)), -s))
+    nlg_scales = args.nlg_scales or ([best] + ([1.0] if best != 1.0 else []))
+    for scale in nlg_scales:
+        if scale not in scales:
+            run(SamplingConfig(scale))
+    for scale in nlg_scales:
+        for k, eta in nlg_settings:
+            run(SamplingConfig(scale, k, eta))
+    total = time.perf_counter() - start
+
+    # -- tables ----------------------------------------------------------------------------------
+    rows: List[Dict[str, Any]] = []
+    image_tags = [t for t in tags for _ in range(per_prompt)]
+    for config, record in records.items():
+        acc = task_accuracies(image_tags, record["correct"])
+        diff = None
+        if config.refining_steps:
+            base = records[SamplingConfig(config.guidance_scale)]
+            diff = bootstrap_difference(prompt_scores(base, per_prompt), prompt_scores(record, per_prompt), tags, seed=args.seed)
+        for task in list(TASKS) + ["overall"]:
+            if task not in acc:
+                continue
+            rows.append({
+                "config": config.name, "guidance_scale": config.guidance_scale, "refining_steps": config.refining_steps,
+                "step_size": config.step_size if config.refining_steps else "", "task": task,
+                "accuracy": round(acc[task], 4),
+                "diff_vs_plain": round(diff[task][0], 4) if diff else "",
+                "ci_low": round(diff[task][1], 4) if diff else "", "ci_high": round(diff[task][2], 4) if diff else "",
+                "images": sum(1 for t in image_tags if t == task) if task != "overall" else len(image_tags),
+                "off_palette": round(float(np.mean(record["off_palette"])), 5),
+                "unet_evals_per_image": record["unet_evals_per_image"], "seconds": record["seconds"],
+            })
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out_dir / "shapes_geneval.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    tasks = [t for t in TASKS if t in tags]
+    lines = [
+        f"Mini-GenEval, {len(prompts)} prompts × {per_prompt} images, DDIM {args.steps} steps, seed {args.seed}; "
+        f"weights sha256 (unet) {sha.get('unet/diffusion_pytorch_model.safetensors', '?')[:16]}…; "
+        f"best plain CFG scale {best:g}.",
+        "",
+        "| configuration | " + " | ".join(tasks) + " | overall | Δ overall vs plain [95% CI] | off-palette | UNet evals/image |",
+        "|---|" + "---|" * len(tasks) + "---|---|---|---|",
+    ]
+    by_config: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for row in rows:
+        by_config.setdefault(row["config"], {})[row["task"]] = row
+    for name, cells in by_config.items():
+        o = cells["overall"]
+        delta = fmt_diff((o["diff_vs_plain"], o["ci_low"], o["ci_high"])) if o["diff_vs_plain"] != "" else "—"
+        lines.append(f"| {name} | " + " | ".join(f"{100 * cells[t]['accuracy']:.1f}" for t in tasks)
+                     + f" | **{100 * o['accuracy']:.1f}** | {delta} | {100 * o['off_palette']:.2f}% | {o['unet_evals_per_image']} |")
+    lines += ["", "Per-task NLG − plain differences (percentage points, 95% paired bootstrap interval over prompts):", "",
+              "| configuration | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for name, cells in by_config.items():
+        if cells["overall"]["diff_vs_plain"] == "":
+            continue
+        lines.append(f"| {name} | " + " | ".join(
+            fmt_diff((cells[t]["diff_vs_plain"], cells[t]["ci_low"], cells[t]["ci_high"])) for t in tasks) + " |")
+    lines += ["", f"Command: `python benchmarks/shapes_geneval.py{' --quick' if args.quick else ''}`; "
+              f"{total / 60:.1f} min on 1 thread of a shared CPU (generation only, excluding cached configurations).",
+              "", "Weights sha256: " + ", ".join(f"`{k}` {v}" for k, v in sha.items())]
+    md_path = args.out_dir / "shapes_geneval.md"
+    md_path.write_text("\n".join(lines) + "\n")
+
+    png_path = args.out_dir / "shapes_geneval.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(by_config)
+        x = np.arange(len(tasks) + 1)
+        width = 0.8 / len(names)
+        fig, ax = plt.subplots(figsize=(11, 4.2))
+        for i, name in enumerate(names):
+            values = [100 * by_config[name][t]["accuracy"] for t in tasks + ["overall"]]
+            ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+        ax.set_xticks(x, tasks + ["overall"])
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"mini-GenEval on the shapes model ({len(prompts)} prompts × {per_prompt} images)")
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+        fig.tight_layout()
+        fig.savefig(png_path, dpi=110)
+        plt.close(fig)
+    except ImportError:  # pragma: no cover - matplotlib is in requirements.txt
+        png_path = None
+    print("\n".join(lines))
+    print(f"wrote {csv_path}, {md_path}" + (f", {png_path}" if png_path else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

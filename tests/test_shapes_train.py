@@ -1,0 +1,64 @@
+"""nlg.shapes training: a complete diffusers folder, SD's schedule, metadata with hashes, bit-exact resume."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from nlg.shapes.train import DEFAULT_TRAINING, train
+
+TINY = dict(DEFAULT_TRAINING, scenes=48, vae_steps=4, vae_batch_size=4, steps=4, batch_size=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_at(prefix):
+    def log(line):
+        if line.startswith(prefix):
+            raise Interrupt(line)
+
+    return log
+
+
+def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_path):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    whole = train(tmp_path / "whole", settings=TINY, checkpoint_every=2, progress=False, log=lambda _: None)
+    with pytest.raises(Interrupt):  # killed right after the first UNet checkpoint
+        train(tmp_path / "resumed", settings=TINY, checkpoint_every=2, progress=False, log=_stop_at("UNet step 2/"))
+    assert (tmp_path / "resumed.partial" / "checkpoint.pt").is_file() and not (tmp_path / "resumed").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        train(tmp_path / "resumed", settings=dict(TINY, lr=1e-4), progress=False, log=lambda _: None)
+    resumed = train(tmp_path / "resumed", settings=TINY, checkpoint_every=2, progress=False, log=lambda _: None)
+    assert not (tmp_path / "resumed.partial").exists()
+    assert resumed["sha256"] == whole["sha256"] and len(whole["sha256"]) == 3
+
+    folder = tmp_path / "whole"
+    meta = json.loads((tmp_path / "whole.json").read_text())
+    for name, digest in meta["sha256"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+    assert meta["settings"] == TINY and meta["threads"] == 1 and meta["wall_seconds"] > 0
+    assert meta["size_bytes"] <= 30e6
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
+    assert type(pipe) is StableDiffusionPipeline and isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.safety_checker is None and pipe.feature_extractor is None
+    assert json.loads((folder / "model_index.json").read_text())["requires_safety_checker"] is False
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    assert torch.allclose(pipe.scheduler.alphas_cumprod.double(), alpha_bar, rtol=1e-5)
+    assert abs(float(alpha_bar[999]) - 0.0047) < 1e-4
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
+    assert pipe.vae.config.scaling_factor == pytest.approx(meta["latent_scaling_factor"])
