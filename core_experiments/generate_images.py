@@ -1,13 +1,18 @@
 """Generate images from MS-COCO captions with Stable Diffusion and Noise Level Guidance.
 
 Accepts the public reference script's command line unchanged and adds ``--seed``, ``--scheduler``,
-``--dtype``, ``--height``/``--width``, ``--local_files_only`` and ``--overwrite``.  Images go to
-``<output_dir>/images-guidance_…-bound_…/<caption id>.png`` (the reference's folder name), with
+``--dtype``, ``--height``/``--width``, ``--local_files_only``, ``--overwrite`` and
+``--reference_sigma_bug``.  For the same flags it picks the reference's captions (Python's
+``random.shuffle`` seeded with 0), writes to the reference's folder name
+``<output_dir>/images-guidance_…-bound_…/<caption id>.png`` and saves pixels truncated as the
+reference does; ``docs/guides/reproducing.md`` lists what equals a reference run and what differs.
 ``manifest.jsonl`` (one record per image: id, caption, seeds, flags, NLG step norms) and
-``run_config.json`` beside them.
+``run_config.json`` sit beside the images.
 
-Runs resume: rerunning the same command skips finished ids.  Each image is seeded from (seed, caption
-id), so it is the same whatever the batch size, the number of processes, or interruptions.  Many GPUs::
+Runs resume: rerunning the same command (with or without ``--overwrite``) skips finished ids;
+``--overwrite`` only replaces a folder made with other settings.  Each image is seeded from (seed,
+caption id), so it is the same whatever the batch size, the number of processes, or interruptions.
+Many GPUs::
 
     accelerate launch core_experiments/generate_images.py --output_dir ... --prompts_path ...
 """
@@ -17,12 +22,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from nlg import NoiseLevelGuidance
-from nlg.eval.runs import SCHEDULERS, RunFolder, generate_images, load_captions, process_state, run_cli, shard, shuffled
+from nlg.eval.runs import (
+    SCHEDULERS,
+    RunFolder,
+    generate_images,
+    load_captions,
+    process_state,
+    reference_sigma_alpha_bars,
+    run_cli,
+    shard,
+    shuffled,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: The reference's ``--guidance_formula`` weight γ.
@@ -38,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inference_steps", default=20, type=int, help="Sampler steps N.")
     p.add_argument("--batch_size", default=8, type=int, help="Images per pipeline call (does not change images).")
     p.add_argument("--refining_steps", default=0, type=int, help="NLG refinement steps K; 0 is plain generation.")
-    p.add_argument("--step_size", default=1.0, type=float, help="NLG step size η.")
+    # default=1 (an int) as in the reference: argparse converts only strings, so the default folder name
+    # says "step_size_1" while an explicit "--step_size 1" gives the float 1.0 and "step_size_1.0".
+    p.add_argument("--step_size", default=1, type=float, help="NLG step size η.")
     p.add_argument("--guidance_level", default=7.5, type=float, help="Classifier-free guidance scale while sampling.")
     p.add_argument("--clip_threshold", default=1.0, type=float, help="Direction norm bound τ (with --clip_grads).")
     p.add_argument("--noise_level", default=0.0, type=float, help="Variance λ of the added noise (with --add_noise).")
@@ -47,13 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance_formula", action="store_true", help="Use the guidance-formula direction (γ = 3).")
     p.add_argument("--add_noise", action="store_true", help="Add noise of variance --noise_level each step.")
     p.add_argument("--boundary_control", action="store_true", help="Clamp latents to [-3, 3] each step.")
-    p.add_argument("--seed", default=0, type=int, help="Seeds the prompt shuffle and every image's generator.")
+    p.add_argument("--seed", default=0, type=int,
+                   help="Seeds the caption shuffle (Python random, 0 as in the reference) and every image's generator.")
     p.add_argument("--scheduler", default="dpm++", choices=sorted(SCHEDULERS), help="Sampler (reference: dpm++).")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float16 on GPU, float32 on CPU.")
     p.add_argument("--height", default=None, type=int, help="Image height in pixels (default: the model's).")
     p.add_argument("--width", default=None, type=int, help="Image width in pixels (default: the model's).")
     p.add_argument("--local_files_only", action="store_true", help="Never contact the model hub.")
-    p.add_argument("--overwrite", action="store_true", help="Replace a previous run with other settings.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a previous run with other settings (a run with the same settings is resumed, never deleted).")
+    p.add_argument("--reference_sigma_bug", action="store_true",
+                   help="Reproduce the reference's v->eps conversion with scheduler.sigmas[0] (wrong on its first batch "
+                        "of --batch_size images); needs a v-prediction model.")
     return p
 
 
@@ -89,11 +111,13 @@ def build_guidance(args: argparse.Namespace) -> NoiseLevelGuidance:
 def run_folder_name(args: argparse.Namespace) -> str:
     """The reference script's image folder name, built from its flags."""
     a = args
-    return (
-        f"images-guidance_{a.guidance_level}-inf_steps_{a.inference_steps}-ref_steps_{a.refining_steps}"
-        f"-step_size_{a.step_size}-norm_{a.normalize_latents}-clip_{a.clip_grads}-clip_thresh_{a.clip_threshold}"
-        f"-guid_form_{a.guidance_formula}-noise_{a.noise_level}-bound_{a.boundary_control}"
-    )
+    parts = [
+        ("images-guidance_", a.guidance_level), ("-inf_steps_", a.inference_steps), ("-ref_steps_", a.refining_steps),
+        ("-step_size_", a.step_size), ("-norm_", a.normalize_latents), ("-clip_", a.clip_grads),
+        ("-clip_thresh_", a.clip_threshold), ("-guid_form_", a.guidance_formula), ("-noise_", a.noise_level),
+        ("-bound_", a.boundary_control),
+    ]
+    return "".join(label + str(value) for label, value in parts)  # str() of the parsed values, as the reference
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -109,7 +133,10 @@ def run_settings(args: argparse.Namespace, dtype: torch.dtype, prompts_sha256: s
         "clip_grads normalize_latents guidance_formula add_noise boundary_control seed scheduler height width"
     ).split()
     settings = {k: getattr(args, k) for k in keys}
-    settings.update(dtype=str(dtype).replace("torch.", ""), prompts_sha256=prompts_sha256)
+    settings.update(dtype=str(dtype).replace("torch.", ""), prompts_sha256=prompts_sha256, pixels="truncate",
+                    caption_shuffle="python-random")
+    if args.reference_sigma_bug:  # then the reference's first batch (of --batch_size) is treated differently
+        settings.update(reference_sigma_bug=True, batch_size=args.batch_size)
     return settings
 
 
@@ -128,13 +155,25 @@ def load_pipeline(args: argparse.Namespace, dtype: torch.dtype, device: torch.de
     return pipe.to(device)
 
 
+def reference_sigma_override(args: argparse.Namespace, pipe: Any, selection: List[Any]) -> Callable[[int], float]:
+    """Caption id → the ᾱ the reference's conversion implies: its first batch (the first ``--batch_size``
+    selected captions) reads ``sigmas[0]`` before ``set_timesteps``, later batches after it."""
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if prediction_type != "v_prediction":
+        raise ValueError(f"--reference_sigma_bug reproduces the reference's v-prediction conversion; "
+                         f"{args.stable_diffusion_path} predicts {prediction_type!r}")
+    first, later = reference_sigma_alpha_bars(pipe.scheduler, args.inference_steps)
+    first_ids = {c.id for c in selection[: args.batch_size]}
+    return lambda caption_id: first if caption_id in first_ids else later
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     validate(args)
     captions = load_captions(args.prompts_path)
     if args.total_images > len(captions):
         raise ValueError(f"--total_images {args.total_images} exceeds the {len(captions)} captions in {args.prompts_path}")
-    selection = shuffled(captions, args.seed)[: args.total_images]
+    selection = shuffled(captions, args.seed)[: args.total_images]  # the reference's random.shuffle
 
     from tqdm.auto import tqdm
 
@@ -144,6 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder = RunFolder(Path(args.output_dir) / run_folder_name(args), run_settings(args, dtype, prompts_sha256))
     folder.check(overwrite=args.overwrite)  # before the (slow) model load: refuse early, write nothing
     pipe = load_pipeline(args, dtype, state.device)
+    alpha_bar_override = reference_sigma_override(args, pipe, selection) if args.reference_sigma_bug else None
     if state.is_main_process:
         folder.prepare(overwrite=args.overwrite)
     state.wait_for_everyone()
@@ -172,6 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             ),
             extra_record={"process_index": state.process_index},
             progress=bar,
+            alpha_bar_override=alpha_bar_override,
         )
     state.wait_for_everyone()
     if state.is_main_process:

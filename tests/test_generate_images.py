@@ -1,9 +1,15 @@
-"""``core_experiments/generate_images.py`` on a tiny SD-2.1-shaped pipeline saved to disk (CPU, offline)."""
+"""``core_experiments/generate_images.py`` on a tiny SD-2.1-shaped pipeline saved to disk (CPU, offline).
+
+Caption ids, folder names and saved pixels are checked against ``tests/reference_fixture.py``, an
+independent statement of the reference scripts' behaviour; NLG step norms against a plain loop over the
+UNet written here; the sampler's batch (CFG on/off) with a forward hook on the UNet.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,10 +23,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nlg import NoiseLevelGuidance
 from nlg.eval.runs import Manifest, image_generator
 from tests.helpers.experiments import cpu_launch, load_script, single_thread
-from tests.helpers.tiny import save_tiny_pipeline, tiny_sd_pipeline
+from tests.helpers.tiny import save_tiny_pipeline
+from tests.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "core_experiments" / "generate_images.py"
@@ -80,8 +86,13 @@ def assert_same_images(a: Dict[int, np.ndarray], b: Dict[int, np.ndarray]) -> No
 
 
 def expected_ids(count: int, seed: int) -> List[int]:
-    """The first ``count`` ids of the seeded shuffle, computed here with torch.randperm directly."""
-    order = torch.randperm(len(CAPTIONS), generator=torch.Generator().manual_seed(seed)).tolist()
+    """The first ``count`` ids of Python's ``random.shuffle`` of the annotations after ``random.seed(seed)``.
+
+    For seed 0 this is the reference fixture; other seeds state the same rule for ``--seed``."""
+    import random
+
+    order = list(range(len(CAPTIONS)))
+    random.Random(seed).shuffle(order)
     return [1000 + 7 * i for i in order[:count]]
 
 
@@ -93,14 +104,56 @@ def reference(assets) -> Path:
     return run_folder(out)
 
 
-def test_documented_command_runs_as_written(assets):
+def load_plain(assets: Dict[str, Path], scheduler: str = "DPMSolverMultistepScheduler"):
+    """The saved pipeline loaded with diffusers directly (not through the script)."""
+    import diffusers
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(assets["model"], local_files_only=True)
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def plain_loop_step_norms(pipe, caption: str, generator: torch.Generator, *, steps: int, step_size: float,
+                          clip_threshold, noise_level: float, normalize: bool, alpha_bar: float) -> List[float]:
+    """NLG's published update written out on the UNet, for one image of 16×16 pixels (8×8 latents).
+
+    n ~ N(0, I) is the image's first draw (as diffusers' ``randn_tensor`` with one generator per image);
+    each step: v for [n, n] with (negative, positive) prompt at t = 999, ε = √ᾱ v + √(1−ᾱ) n,
+    d = ε_c − ε_u, record ‖d‖, clip to τ, n ← n − η d + √λ z (z from the same generator), rescale to √D.
+    """
+    shape = (4, 8, 8)
+    n = torch.randn((1, *shape), generator=generator)
+    with torch.no_grad():
+        positive, negative = pipe.encode_prompt(caption, "cpu", 1, True)
+        embeds = torch.cat([negative, positive])
+        norms = []
+        for _ in range(steps):
+            x = torch.cat([n, n])
+            v = pipe.unet(x, torch.tensor(999), encoder_hidden_states=embeds).sample
+            eps = math.sqrt(alpha_bar) * v + math.sqrt(1 - alpha_bar) * x
+            d = eps[1:] - eps[:1]
+            norm = float(d.norm())
+            norms.append(norm)
+            if clip_threshold is not None and norm > clip_threshold:
+                d = d * (clip_threshold / norm)
+            n = n - step_size * d
+            if noise_level:
+                n = n + math.sqrt(noise_level) * torch.randn(shape, generator=generator)
+            if normalize:
+                n = n / n.norm() * math.sqrt(n.numel())
+    return norms
+
+
+def test_reference_flags_give_the_reference_caption_ids_and_folder(assets):
     out = assets["root"] / "documented"
     documented = ("--refining_steps 20 --total_images 4 --clip_grads --normalize_latents --guidance_level 0.0 "
                   "--clip_threshold 0.5 --add_noise --noise_level 0.001").split()
     assert gen.main(base_args(assets, out) + documented + ["--height", "16", "--width", "16"]) == 0
     folder = run_folder(out)
-    assert folder.name.startswith("images-guidance_0.0-inf_steps_20-ref_steps_20-")
-    ids = expected_ids(4, seed=0)
+    assert folder.name == reference_folder_name(documented)
+    assert "-step_size_1-" in folder.name  # the reference's int default, not 1.0
+    ids = reference_caption_ids(assets["captions"], 4)
     assert sorted(int(p.stem) for p in folder.glob("*.png")) == sorted(ids)
     for p in folder.glob("*.png"):
         with Image.open(p) as im:
@@ -112,13 +165,84 @@ def test_documented_command_runs_as_written(assets):
         assert record["caption"] == by_id[caption_id]  # Unicode and over-long captions kept whole
         assert record["flags"]["clip_grads"] and record["flags"]["noise_level"] == 0.001
         assert len(record["step_norms"]) == 20
-    # The recorded step norms are those of NLG with the documented options and the image's own generator.
-    pipe = tiny_sd_pipeline("v_prediction")
-    nlg = NoiseLevelGuidance(refining_steps=20, step_size=1.0, clip_threshold=0.5, noise_level=0.001,
-                             normalize_latents=True)
-    first = ids[0]
-    expected = nlg.refine(pipe, by_id[first], generator=image_generator(0, first), height=16, width=16).step_norms
-    np.testing.assert_allclose(records[first]["step_norms"], expected[:, 0].numpy(), rtol=1e-4, atol=1e-6)
+    # The recorded step norms are those of a plain loop over the UNet with the documented options.
+    pipe = load_plain(assets)
+    alpha_bar = float(pipe.scheduler.alphas_cumprod[999])
+    for caption_id in ids[:2]:
+        expected = plain_loop_step_norms(pipe, by_id[caption_id], image_generator(0, caption_id), steps=20,
+                                         step_size=1.0, clip_threshold=0.5, noise_level=0.001, normalize=True,
+                                         alpha_bar=alpha_bar)
+        np.testing.assert_allclose(records[caption_id]["step_norms"], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--step_size", "1"], ["--step_size", "1.0"], ["--step_size", "0.5", "--guidance_level", "0"],
+     ["--refining_steps", "20", "--clip_grads", "--clip_threshold", "0.5", "--normalize_latents", "--add_noise",
+      "--noise_level", "0.001", "--guidance_formula", "--boundary_control", "--inference_steps", "50"]],
+)
+def test_folder_name_equals_the_reference_for_the_same_flags(argv):
+    required = ["--output_dir", "o", "--prompts_path", "p"]
+    assert gen.run_folder_name(gen.build_parser().parse_args(required + argv)) == reference_folder_name(argv)
+
+
+def test_saved_pixels_are_the_pipelines_float_images_truncated(assets):
+    out = assets["root"] / "pixels"
+    flags = ["--refining_steps", "0", "--total_images", "2", "--inference_steps", "3", "--scheduler", "euler",
+             "--height", "16", "--width", "16", "--batch_size", "1"]
+    assert gen.main(base_args(assets, out) + flags) == 0
+    folder = run_folder(out)
+    pipe = load_plain(assets, "EulerDiscreteScheduler")
+    by_id = {1000 + 7 * i: c for i, c in enumerate(CAPTIONS)}
+    rounded_differs = False
+    for caption_id in reference_caption_ids(assets["captions"], 2):
+        with torch.no_grad():
+            floats = pipe(by_id[caption_id], generator=image_generator(0, caption_id), num_inference_steps=3,
+                          height=16, width=16, output_type="np").images
+        saved = np.asarray(Image.open(folder / f"{caption_id}.png"))
+        np.testing.assert_array_equal(saved, reference_pixels(floats)[0])
+        rounded_differs |= bool((np.round(floats[0] * 255).astype(np.uint8) != saved).any())
+    assert rounded_differs, "rounding and truncation should differ somewhere, or this test shows nothing"
+
+
+@pytest.mark.parametrize("guidance_level, sampler_batch", [("0.0", 1), ("1.0", 1), ("7.5", 2)])
+def test_unet_batch_is_b_without_cfg_and_2b_with_it(assets, tmp_path, monkeypatch, guidance_level, sampler_batch):
+    """B = 3 images: NLG's direction always evaluates [n, n] (2B); the sampler does so only with CFG (scale > 1)."""
+    batches: List[int] = []
+    load = gen.load_pipeline
+
+    def load_with_counter(*args, **kwargs):
+        pipe = load(*args, **kwargs)
+        pipe.unet.register_forward_pre_hook(lambda module, a, kw: batches.append(int(a[0].shape[0])), with_kwargs=True)
+        return pipe
+
+    monkeypatch.setattr(gen, "load_pipeline", load_with_counter)
+    flags = ["--refining_steps", "1", "--total_images", "3", "--batch_size", "3", "--inference_steps", "2",
+             "--height", "16", "--width", "16", "--guidance_level", guidance_level]
+    assert gen.main(base_args(assets, tmp_path) + flags) == 0
+    assert batches == [6, 3 * sampler_batch, 3 * sampler_batch]
+
+
+def test_reference_sigma_bug_flag_reproduces_the_references_conversion(assets, tmp_path):
+    """The first --batch_size reference captions are converted with σ of t = 0 (ᾱ = ᾱ₀); later ones with the
+    σ of the sampler's first timestep after ``set_timesteps`` (this saved config has "leading" spacing, so
+    that is not t = 999 here)."""
+    flags = ["--refining_steps", "2", "--total_images", "3", "--batch_size", "2", "--inference_steps", "2",
+             "--height", "16", "--width", "16", "--reference_sigma_bug"]
+    assert gen.main(base_args(assets, tmp_path) + flags) == 0
+    records = Manifest(run_folder(tmp_path) / "manifest.jsonl").records()
+    ids = reference_caption_ids(assets["captions"], 3)
+    pipe = load_plain(assets)
+    alphas = pipe.scheduler.alphas_cumprod
+    pipe.scheduler.set_timesteps(2)
+    sigma_later = float(pipe.scheduler.sigmas[0])
+    by_id = {1000 + 7 * i: c for i, c in enumerate(CAPTIONS)}
+    plain = dict(steps=2, step_size=1.0, clip_threshold=None, noise_level=0.0, normalize=False)
+    for caption_id, alpha_bar in zip(ids, [float(alphas[0]), float(alphas[0]), 1 / (1 + sigma_later**2)]):
+        expected = plain_loop_step_norms(pipe, by_id[caption_id], image_generator(0, caption_id), alpha_bar=alpha_bar, **plain)
+        np.testing.assert_allclose(records[caption_id]["step_norms"], expected, rtol=1e-4, atol=1e-6)
+    correct = plain_loop_step_norms(pipe, by_id[ids[0]], image_generator(0, ids[0]), alpha_bar=float(alphas[999]), **plain)
+    assert abs(records[ids[0]]["step_norms"][0] - correct[0]) > 0.5 * correct[0], "the bug must change the first batch"
 
 
 def test_images_do_not_depend_on_batch_size(assets, reference):
@@ -153,7 +277,12 @@ def test_kill_mid_run_then_resume(assets, reference):
     for p in partial:  # whatever is there is a whole image
         with Image.open(p) as im:
             im.load()
-    assert gen.main(base_args(assets, out) + COMMON + ["--batch_size", "2"]) == 0
+    kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in partial}
+    # A restart script that always passes --overwrite: same settings, so it resumes and deletes nothing.
+    assert gen.main(base_args(assets, out) + COMMON + ["--batch_size", "2", "--overwrite"]) == 0
+    for name, (inode, mtime, data) in kept.items():
+        p = folder / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) == (inode, mtime, data), f"{name} was rewritten"
     assert sorted(int(p.stem) for p in folder.glob("*.png")) == sorted(expected_ids(6, seed=7))
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
     lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -222,6 +351,26 @@ def test_folder_of_another_run_is_refused_unless_overwrite(assets, tmp_path):
     assert gen.main(base_args(assets, out) + small + ["--seed", "1", "--overwrite"]) == 0
     assert json.loads((folder / "run_config.json").read_text())["seed"] == 1
     assert sorted(int(p.stem) for p in folder.glob("*.png")) == expected_ids(1, seed=1)
+
+
+def test_overwrite_with_the_same_settings_resumes_and_keeps_every_image(assets, tmp_path):
+    small = ["--inference_steps", "1", "--height", "16", "--width", "16", "--refining_steps", "1"]
+    assert gen.main(base_args(assets, tmp_path) + small + ["--total_images", "2"]) == 0
+    folder = run_folder(tmp_path)
+    first = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in folder.glob("*.png")}
+    assert len(first) == 2
+    for _ in range(2):  # --total_images is not a setting: a larger run continues the same folder
+        assert gen.main(base_args(assets, tmp_path) + small + ["--total_images", "3", "--overwrite"]) == 0
+    for name, (inode, mtime, data) in first.items():
+        p = folder / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) == (inode, mtime, data), f"{name} was rewritten"
+    assert sorted(int(p.stem) for p in folder.glob("*.png")) == sorted(expected_ids(3, seed=0))
+    lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(expected_ids(3, seed=0))  # each id once: nothing redone
+    # Other settings: --overwrite replaces the run, and only then.
+    assert gen.main(base_args(assets, tmp_path) + small + ["--total_images", "1", "--seed", "3", "--overwrite"]) == 0
+    assert sorted(int(p.stem) for p in folder.glob("*.png")) == expected_ids(1, seed=3)
+    assert len((folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()) == 1
 
 
 def test_manifest_ignores_and_repairs_a_torn_last_line(tmp_path):

@@ -1,14 +1,16 @@
 """Building blocks for large, resumable generation runs (``core_experiments/generate_images.py``).
 
-* :func:`load_captions` reads a COCO captions JSON and checks it; :func:`shuffled` orders it with a
-  seeded ``torch.randperm``.
+* :func:`load_captions` reads a COCO captions JSON and checks it; :func:`shuffled` orders it as the
+  public reference scripts do: Python's ``random.shuffle`` from ``random.seed(seed)`` (see
+  ``docs/guides/reproducing.md``).
 * :func:`image_seed` / :func:`image_generator` give every image its own generator, seeded from
   ``(seed, caption id)``, so an image does not depend on its batch, its process or a resumption.
 * :func:`atomic_write` writes through a temporary file and ``os.replace``: a file is whole or absent.
 * :class:`Manifest` is an append-only JSONL log, one record per finished image, that tolerates a
   torn last line; :class:`RunFolder` ties images, manifest and the run's settings together and
   refuses to mix runs with different settings.
-* :func:`generate_images` is the generation loop itself, over :class:`nlg.NoiseLevelGuidance`.
+* :func:`generate_images` is the generation loop itself, over :class:`nlg.NoiseLevelGuidance`; it
+  saves ``uint8(clip(255·x, 0, 255))`` (truncation, as the reference does), not diffusers' rounding.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, TypeVar, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -28,6 +33,9 @@ __all__ = [
     "Caption",
     "load_captions",
     "shuffled",
+    "reference_rng",
+    "to_uint8",
+    "reference_sigma_alpha_bars",
     "shard",
     "process_state",
     "run_cli",
@@ -107,10 +115,27 @@ def load_captions(path: PathLike, *, name: str = "prompts_path") -> List[Caption
     return captions
 
 
-def shuffled(items: Sequence[T], seed: int) -> List[T]:
-    """``items`` in the order of ``torch.randperm`` drawn from a generator seeded with ``seed``."""
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
-    return [items[i] for i in order.tolist()]
+def reference_rng(seed: int) -> random.Random:
+    """The Python generator the reference scripts shuffle with: ``random.seed(seed)`` of the global
+    ``random`` module holds the same state as ``random.Random(seed)``."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return random.Random(seed)
+
+
+def shuffled(items: Sequence[T], rng: Union[int, random.Random]) -> List[T]:
+    """A copy of ``items`` shuffled in place by Python's ``random.shuffle`` (Fisher-Yates), as the reference does.
+
+    Args:
+        items (`Sequence`): e.g. every caption of the captions file, in file order.
+        rng (`int` or `random.Random`): a seed for a fresh :func:`reference_rng`, or a generator whose
+            state continues (the reference's metrics script shuffles the captions, then the real images,
+            with one generator).
+    """
+    generator = reference_rng(rng) if not isinstance(rng, random.Random) else rng
+    order = list(items)
+    generator.shuffle(order)
+    return order
 
 
 def shard(items: Sequence[T], index: int, count: int) -> List[T]:
@@ -275,51 +300,132 @@ class RunFolder:
             or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
         ]
 
+    def _previous(self) -> Optional[Dict[str, Any]]:
+        """The recorded settings, or None if there is no readable ``run_config.json``."""
+        config = self.path / self.CONFIG
+        if not config.is_file():
+            return None
+        try:
+            previous = json.loads(config.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return previous if isinstance(previous, dict) else None
+
+    def same_settings(self) -> bool:
+        """True if the folder records exactly this run's settings (its images can be kept and resumed)."""
+        return self._previous() == self.settings
+
     def check(self, *, overwrite: bool = False) -> None:
-        """Raise ``ValueError`` if the folder holds a run with other settings (read-only)."""
+        """Raise ``ValueError`` if the folder holds a run with other settings and not ``overwrite`` (read-only).
+
+        A folder with the same settings is always accepted: the run resumes there.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"output_dir: {self.path} exists and is not a folder")
-        if overwrite:
+        if overwrite or self.same_settings():
             return
         config = self.path / self.CONFIG
-        if config.exists():
-            try:
-                previous = json.loads(config.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                previous = None
-            if not isinstance(previous, dict):
-                raise ValueError(f"output_dir: {config} is unreadable; pass --overwrite to start afresh")
+        previous = self._previous()
+        if config.exists() and previous is None:
+            raise ValueError(f"output_dir: {config} is unreadable; pass --overwrite to start afresh")
+        if previous is not None:
             differ = sorted(k for k in set(previous) | set(self.settings) if previous.get(k) != self.settings.get(k))
-            if differ:
-                details = ", ".join(f"{k}: {previous.get(k)!r} -> {self.settings.get(k)!r}" for k in differ)
-                raise ValueError(
-                    f"output_dir: {self.path} holds a run with different settings ({details}); "
-                    "use another --output_dir or pass --overwrite to replace it"
-                )
-        elif any(p.suffix == ".png" for p in self._ours()):
+            details = ", ".join(f"{k}: {previous.get(k)!r} -> {self.settings.get(k)!r}" for k in differ)
+            raise ValueError(
+                f"output_dir: {self.path} holds a run with different settings ({details}); "
+                "use another --output_dir or pass --overwrite to replace it"
+            )
+        if any(p.suffix == ".png" for p in self._ours()):
             raise ValueError(
                 f"output_dir: {self.path} holds images from a run with unknown settings (no {self.CONFIG}); "
                 "pass --overwrite to replace them"
             )
 
-    def prepare(self, *, overwrite: bool = False) -> None:
-        """Create the folder, clear it if ``overwrite``, drop stale temporaries, repair the manifest and
-        record the settings.  Call from one process only, after :meth:`check`."""
+    def prepare(self, *, overwrite: bool = False) -> bool:
+        """Create the folder, drop stale temporaries, repair the manifest and record the settings.
+
+        With ``overwrite``, the images, manifest and settings of a run with *other* (or unknown)
+        settings are deleted first; a run with the same settings is resumed and loses nothing.  Call
+        from one process only, after :meth:`check`.  Returns True if a previous run was replaced.
+        """
         self.check(overwrite=overwrite)
+        replace = overwrite and not self.same_settings() and bool(self._ours())
         self.path.mkdir(parents=True, exist_ok=True)
         for p in self._ours():
-            if overwrite or p.name.endswith(TMP_SUFFIX):
+            if replace or p.name.endswith(TMP_SUFFIX):
                 p.unlink(missing_ok=True)
         self.manifest.repair()
-        write_json(self.path / self.CONFIG, self.settings)
+        if not self.same_settings():
+            write_json(self.path / self.CONFIG, self.settings)
+        return replace
 
     def finished(self) -> Set[int]:
         """Ids with both a manifest record and an image (an image is renamed into place before its record)."""
         return {i for i in self.manifest.records() if self.image_path(i).exists()}
 
 
-def _save_png(image: Any) -> Callable[[BinaryIO], None]:
+def to_uint8(images: Any) -> np.ndarray:
+    """Float images in [0, 1] as the reference saves them: ``uint8(clip(255·x, 0, 255))``, truncating.
+
+    diffusers' ``output_type="pil"`` rounds instead (``round(255·x)``), which makes images brighter by
+    1/255 wherever the fractional part is ≥ 0.5.  Accepts ``(B, H, W, C)`` NumPy arrays
+    (``output_type="np"``) or ``(B, C, H, W)`` tensors (``output_type="pt"``).
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 4:
+        raise ValueError(f"images must be a batch (B, H, W, C), got shape {array.shape}")
+    return np.clip(array * 255, 0, 255).astype(np.uint8)
+
+
+def _save_png(array: np.ndarray) -> Callable[[BinaryIO], None]:
+    from PIL import Image
+
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     return lambda handle: image.save(handle, format="PNG")
+
+
+def reference_sigma_alpha_bars(scheduler: Any, inference_steps: int) -> Tuple[float, float]:
+    """The ᾱ the reference script's v→ε conversion implies on its first batch and on every later one.
+
+    The reference converts NLG's model output with ``σ = scheduler.sigmas[0]`` (``α = 1/√(1+σ²)``,
+    i.e. ``ᾱ = 1/(1+σ²)``) instead of the reference timestep's own σ.  Before the first pipeline call
+    ``set_timesteps`` has not run, so its first batch reads the *training* schedule's ``sigmas[0]``,
+    the σ of t = 0 (≈ 0.029 for Stable Diffusion: ε ≈ v); later batches read the first sampling σ
+    (σ of t = 999 for DPM-Solver++ with ``linspace`` spacing, the correct value).
+
+    Returns:
+        ``(first_batch, later_batches)`` values of ᾱ.
+
+    Raises:
+        ValueError: if the scheduler has no ``sigmas`` before ``set_timesteps``.
+    """
+    fresh = type(scheduler).from_config(scheduler.config)
+    sigmas = getattr(fresh, "sigmas", None)
+    if sigmas is None or len(sigmas) == 0:
+        raise ValueError(f"{type(scheduler).__name__} has no sigmas before set_timesteps; the reference's σ bug needs "
+                         "a scheduler that has them (--scheduler dpm++, the reference's)")
+    first = float(sigmas[0])
+    fresh.set_timesteps(inference_steps)
+    later = float(fresh.sigmas[0])
+    return 1.0 / (1.0 + first**2), 1.0 / (1.0 + later**2)
+
+
+@contextmanager
+def _alpha_bar_at(scheduler: Any, timestep: Optional[int], alpha_bar: Optional[float]) -> Iterator[None]:
+    """Within the block, ``scheduler.alphas_cumprod[timestep]`` reads ``alpha_bar`` (nothing if None)."""
+    if alpha_bar is None:
+        yield
+        return
+    original = scheduler.alphas_cumprod
+    patched = original.clone()
+    patched[len(original) - 1 if timestep is None else timestep] = alpha_bar
+    scheduler.alphas_cumprod = patched
+    try:
+        yield
+    finally:
+        scheduler.alphas_cumprod = original
 
 
 def generate_images(
@@ -333,15 +439,18 @@ def generate_images(
     pipeline_kwargs: Optional[Dict[str, Any]] = None,
     extra_record: Optional[Dict[str, Any]] = None,
     progress: Optional[Any] = None,
+    alpha_bar_override: Optional[Callable[[int], Optional[float]]] = None,
 ) -> int:
     """Generate ``<id>.png`` for every caption not yet finished in ``folder``; return how many were made.
 
     Every image has its own generator (:func:`image_generator`), which draws its initial noise, its
     NLG refinement noise and any sampler noise, so images do not depend on ``batch_size``.  Each
-    batch's images are written atomically, then their manifest records appended.
+    batch is refined (:meth:`nlg.NoiseLevelGuidance.refine`), sampled by the unmodified pipeline with
+    ``output_type="np"``, saved as :func:`to_uint8` (the reference's truncation) atomically, then its
+    manifest records are appended.
 
     Args:
-        pipe: a diffusers Stable Diffusion (XL) pipeline.
+        pipe: a diffusers Stable Diffusion (XL) pipeline, or any pipeline NLG supports.
         guidance (`NoiseLevelGuidance`): the refinement; ``refining_steps=0`` is plain generation.
         captions (`Sequence[Caption]`): this process's captions, in order.
         folder (`RunFolder`): where images and records go; must have been prepared.
@@ -351,37 +460,52 @@ def generate_images(
             ``height``, ``width``.
         extra_record (`Dict[str, Any]`, *optional*): added to every manifest record (e.g. the process index).
         progress (*optional*): a tqdm bar, advanced by one per image.
+        alpha_bar_override (`Callable[[int], Optional[float]]`, *optional*): caption id → the ᾱ NLG
+            converts the model output with at its reference timestep (None: the scheduler's own).  Used
+            to reproduce the reference script's σ bug (``--reference_sigma_bug``).
     """
     done = folder.finished()
     todo = [c for c in captions if c.id not in done]
+    groups: Dict[Optional[float], List[Caption]] = {}
+    for c in todo:
+        groups.setdefault(None if alpha_bar_override is None else alpha_bar_override(c.id), []).append(c)
+    call_kwargs = dict(pipeline_kwargs or {})
+    size = {k: call_kwargs.pop(k) for k in ("height", "width") if k in call_kwargs}
     made = 0
-    for batch in chunks(todo, batch_size):
-        generators = [image_generator(seed, c.id) for c in batch]
-        output, refinement = guidance(
-            pipe,
-            [c.caption for c in batch],
-            generator=generators,
-            output_type="pil",
-            return_refinement=True,
-            **(pipeline_kwargs or {}),
-        )
-        for caption, image in zip(batch, output.images):
-            atomic_write(folder.image_path(caption.id), _save_png(image))
-        norms = refinement.step_norms.t().tolist()  # (B, K)
-        folder.manifest.append(
-            {
-                "id": c.id,
-                "image_id": c.image_id,
-                "caption": c.caption,
-                "seed": seed,
-                "image_seed": image_seed(seed, c.id),
-                "flags": folder.settings,
-                "step_norms": norms[i],
-                **(extra_record or {}),
-            }
-            for i, c in enumerate(batch)
-        )
-        made += len(batch)
-        if progress is not None:
-            progress.update(len(batch))
+    for alpha_bar, group in groups.items():
+        for batch in chunks(group, batch_size):
+            generators = [image_generator(seed, c.id) for c in batch]
+            prompts = [c.caption for c in batch]
+            with _alpha_bar_at(pipe.scheduler, guidance.reference_timestep, alpha_bar):
+                refinement = guidance.refine(pipe, prompts, generator=generators, **size)
+            with torch.inference_mode():
+                output = pipe(
+                    latents=refinement.latents,
+                    generator=generators,
+                    num_images_per_prompt=1,
+                    output_type="np",
+                    **size,
+                    **refinement.conditioning,
+                    **call_kwargs,
+                )
+            for caption, array in zip(batch, to_uint8(output.images)):
+                atomic_write(folder.image_path(caption.id), _save_png(array))
+            norms = refinement.step_norms.t().tolist()  # (B, K)
+            folder.manifest.append(
+                {
+                    "id": c.id,
+                    "image_id": c.image_id,
+                    "caption": c.caption,
+                    "seed": seed,
+                    "image_seed": image_seed(seed, c.id),
+                    "flags": folder.settings,
+                    "step_norms": norms[i],
+                    **({} if alpha_bar is None else {"alpha_bar": alpha_bar}),
+                    **(extra_record or {}),
+                }
+                for i, c in enumerate(batch)
+            )
+            made += len(batch)
+            if progress is not None:
+                progress.update(len(batch))
     return made
