@@ -2,8 +2,8 @@
 
 The reference below re-implements the documented rule one sample at a time in plain Python (no
 batching, no index bookkeeping): evaluate d, compute ρ = −⟨d, n⟩ / (‖d‖ ‖n‖) at the latent d was
-evaluated on, count consecutive steps with ρ ≥ tolerance, take the clipped, noised, normalised step,
-and stop once the count reaches the window.
+evaluated on, count consecutive evaluations with ρ ≥ tolerance; once the count reaches the window,
+stop and keep n (the step is not taken); otherwise take the clipped, noised, normalised step.
 """
 
 import math
@@ -45,6 +45,8 @@ def reference_run(n0, single, i, *, steps, eta, tau, lam, tol, window, gen):
         evals += 1
         rho = -float((d * n).sum()) / (float(d.norm()) * float(n.norm()))
         streak = streak + 1 if rho >= tol else 0
+        if streak >= window:
+            break
         norm = float(d.norm())
         if tau is not None and norm > tau:
             d = d * (tau / norm)
@@ -52,8 +54,6 @@ def reference_run(n0, single, i, *, steps, eta, tau, lam, tol, window, gen):
         if lam > 0:
             n = n + math.sqrt(lam) * torch.randn(n.shape, generator=gen)
         n = n * (math.sqrt(n.numel()) / float(n.norm()))
-        if streak >= window:
-            break
     return n, evals
 
 
@@ -89,11 +89,14 @@ def test_radial_without_tolerance_changes_nothing():
 
 
 def test_radial_share_is_the_cosine_between_step_and_latent():
-    """With d = −c·n the step points straight out (ρ = 1): every sample stops after `window` steps."""
+    """With d = −c·n the step points straight out (ρ = 1): every sample stops after `window` evaluations,
+    having taken `window − 1` steps, which the projection undoes (n is unchanged)."""
     n0 = torch.randn((3, *SHAPE), generator=torch.Generator().manual_seed(4))
+    n0 = n0 * (4.0 / n0.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)  # on the sphere ‖n‖ = √16
     out = refine_noise(n0, lambda n: -0.1 * n, refining_steps=10, noise_level=0.0,
                        stop_tolerance=0.99, stop_window=2, stop_signal="radial")
     assert out.evaluations.tolist() == [2, 2, 2]
+    torch.testing.assert_close(out.latents, n0, rtol=1e-5, atol=1e-5)
     # And d ⟂ n (ρ = 0) never stops.
     def tangent(n):
         t = torch.roll(n, 1, dims=-1)
@@ -106,13 +109,29 @@ def test_radial_share_is_the_cosine_between_step_and_latent():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(stop_signal="cosine", stop_tolerance=0.1), "stop_signal"),
     (dict(stop_signal="radial", stop_tolerance=1.0), "stop_tolerance"),
-    (dict(stop_signal="radial", stop_tolerance=0.0), "stop_tolerance"),
+    (dict(stop_signal="radial", stop_tolerance=-1.0), "stop_tolerance"),
 ])
 def test_bad_stop_options_name_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         refine_noise(torch.zeros(1, *SHAPE) + 1, lambda n: n, refining_steps=2, **kwargs)
     with pytest.raises(ValueError, match=match):
         NoiseLevelGuidance(**kwargs)
+
+
+def test_samples_above_the_gate_at_the_first_evaluation_are_left_untouched():
+    """A threshold between the samples' first ρ values: those above stop at once with their input noise."""
+    direction, _ = synthetic_field(5)
+    n0 = torch.randn((6, *SHAPE), generator=torch.Generator().manual_seed(6))
+    d0 = direction(n0)
+    rho0 = -(d0.flatten(1) * n0.flatten(1)).sum(1) / (d0.flatten(1).norm(dim=1) * n0.flatten(1).norm(dim=1))
+    gate = float(rho0.median())
+    out = refine_noise(n0, direction, refining_steps=5, stop_tolerance=gate, stop_window=1, stop_signal="radial",
+                       generator=[torch.Generator().manual_seed(i) for i in range(6)])
+    above = rho0 >= gate
+    assert 0 < int(above.sum()) < 6
+    torch.testing.assert_close(out.latents[above], n0[above], rtol=0, atol=0)
+    assert out.evaluations[above].tolist() == [1] * int(above.sum())
+    assert (out.latents[~above] - n0[~above]).flatten(1).norm(dim=1).min() > 1e-3
 
 
 def test_digits_radial_stop_matches_per_image_loop_through_the_pipeline():
