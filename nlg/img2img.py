@@ -174,6 +174,8 @@ class NoiseLevelImg2Img:
             TypeError: for SDXL img2img pipelines or ``prompt_embeds`` instead of a prompt.
         """
         check_strength(strength)
+        if isinstance(image, Tensor) and (not image.is_floating_point() or not bool(torch.isfinite(image).all())):
+            raise ValueError("image must be a finite floating-point tensor (it holds NaN/Inf or is not float)")
         adapter = DiffusersAdapter(pipe)
         if adapter.is_sdxl:
             raise TypeError("NoiseLevelImg2Img supports StableDiffusionImg2ImgPipeline (SD 1.x / 2.x), not SDXL")
@@ -184,6 +186,9 @@ class NoiseLevelImg2Img:
             level = noise_level_for_strength(pipe.scheduler, strength, pipeline_kwargs.get("num_inference_steps", 50))
         config = self.guidance.config
         generator: GeneratorLike = pipeline_kwargs.get("generator")
+        if not (generator is None or isinstance(generator, torch.Generator) or (
+                isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator))):
+            raise TypeError(f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}")
         encode_kwargs = {k: pipeline_kwargs[k] for k in ENCODE_KWARGS if k in pipeline_kwargs}
         _, conditioning = adapter.encode(
             prompt, num_images_per_prompt=pipeline_kwargs.get("num_images_per_prompt", 1), **encode_kwargs

@@ -154,7 +154,8 @@ class FlowMatchingAdapter:
         scale = pipe.vae_scale_factor
         multiple = scale * pipe.transformer.config.patch_size
         default = pipe.default_sample_size * scale
-        height, width = height or default, width or default
+        height = default if height is None else height
+        width = default if width is None else width
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value <= 0 or value % multiple:
                 raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value!r}")

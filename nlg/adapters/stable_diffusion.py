@@ -83,8 +83,8 @@ class DiffusersAdapter:
     def latent_shape(self, batch_size: int, height: Optional[int], width: Optional[int]) -> Tuple[int, ...]:
         """The shape ``pipe.prepare_latents`` uses: (B, C, height // s, width // s)."""
         scale = self.pipe.vae_scale_factor
-        height = height or self.default_size()
-        width = width or self.default_size()
+        height = self.default_size() if height is None else height
+        width = self.default_size() if width is None else width
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value <= 0 or value % scale:
                 raise ValueError(f"{name} must be a positive multiple of {scale}, got {value!r}")
