@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test benchmark clean
+.PHONY: demo test benchmark clean docs
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ chromium:
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/refine_overhead.py
+
+# `make docs` builds the documentation site strictly (every warning is an error) into docs/_build/html.
+docs: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m sphinx -b html -E -a -n -W --keep-going docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build *.egg-info
