@@ -13,6 +13,7 @@ from .compare import Comparison
 
 __all__ = ["gallery", "norm_figure", "mean_probabilities", "probability_rows", "status_text", "PROBABILITY_COLUMNS"]
 
+#: Headers of the per-seed class-probability table.
 PROBABILITY_COLUMNS = ["seed", "p(digit) without NLG", "p(digit) with NLG", "classified without", "classified with"]
 
 

@@ -35,6 +35,7 @@ class Limits:
     integer: bool = False
 
 
+#: The range of each numeric setting, by field name; the sliders show it.
 LIMITS: Dict[str, Limits] = {
     "num_seeds": Limits(1, 8, integer=True),
     "guidance_scale": Limits(0.0, 20.0),

@@ -14,7 +14,7 @@ from .settings import LIMITS, MAX_SEED
 
 __all__ = ["build_app", "THEME", "CSS"]
 
-#: System fonts only: the page must not fetch web fonts (offline machines, no phoning home).
+#: System fonts only; the page must not fetch web fonts (offline machines, no phoning home).
 THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
 )

@@ -17,6 +17,7 @@ from torch import Tensor
 
 __all__ = ["PREDICTION_TYPES", "to_epsilon", "cfg_direction", "check_signal"]
 
+#: The ``prediction_type`` values :func:`to_epsilon` converts (diffusers' names).
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -50,6 +51,20 @@ def to_epsilon(model_output: Tensor, sample: Tensor, alpha_bar: float, predictio
         sample (`torch.Tensor`): the model input x_t.
         alpha_bar (`float`): ᾱ_t from the pipeline's own ``scheduler.alphas_cumprod``.
         prediction_type (`str`): one of ``"epsilon"``, ``"v_prediction"``, ``"sample"``.
+
+    Example:
+        With ᾱ = 0.36, α = 0.6 and σ = 0.8:
+
+        >>> import torch
+        >>> from nlg import to_epsilon
+        >>> x = torch.tensor([0.8, 1.4])
+        >>> to_epsilon(torch.tensor([1.0, 0.0]), x, 0.36, "v_prediction")   # α·v + σ·x
+        tensor([1.2400, 1.1200])
+        >>> eps = to_epsilon(torch.tensor([0.0, 1.0]), x, 0.36, "sample")   # (x − α·x̂₀)/σ
+        >>> torch.allclose(eps, torch.tensor([1.0, 1.0]))
+        True
+        >>> to_epsilon(x, x, 0.36, "epsilon") is x
+        True
     """
     if prediction_type == "epsilon":
         return model_output
@@ -73,6 +88,15 @@ def cfg_direction(eps_cond: Tensor, eps_uncond: Tensor, gamma: Optional[float] =
         eps_cond (`torch.Tensor`): ε-prediction with the condition (prompt, class).
         eps_uncond (`torch.Tensor`): ε-prediction with the null condition (empty prompt, null class).
         gamma (`float`, *optional*, defaults to None): the guidance-formula weight γ.
+
+    Example:
+        >>> import torch
+        >>> from nlg import cfg_direction
+        >>> eps_c, eps_u = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5])
+        >>> cfg_direction(eps_c, eps_u)
+        tensor([0.5000, 1.5000])
+        >>> cfg_direction(eps_c, eps_u, gamma=3.0)   # 3·ε_c − 2·ε_u
+        tensor([2., 5.])
     """
     if gamma is None:
         return eps_cond - eps_uncond

@@ -148,6 +148,18 @@ def noise_level_at(scheduler: Any, timestep: float) -> NoiseLevel:
     For DDPM-type schedulers this is ``ᾱ = alphas_cumprod[timestep]``; for flow matching
     ``σ_t = timestep / num_train_timesteps``.  Euler-type schedulers interpolate σ between training
     steps as their own ``set_timesteps`` does.
+
+    Example:
+        A two-step schedule with ᾱ₀ = 0.64 and ᾱ₁ = 0.5, i.e. σ = √((1−ᾱ)/ᾱ) = 0.75 and 1:
+
+        >>> from diffusers import DDPMScheduler
+        >>> from nlg import noise_level_at
+        >>> scheduler = DDPMScheduler(num_train_timesteps=2, trained_betas=[0.36, 0.21875])
+        >>> level = noise_level_at(scheduler, 0)
+        >>> round(level.signal_scale, 6), round(level.noise_scale, 6), round(level.sigma, 6), round(level.alpha_bar, 6)
+        (0.8, 0.6, 0.75, 0.64)
+        >>> round(noise_level_at(scheduler, 0.5).sigma, 6)   # σ interpolated between training steps
+        0.875
     """
     sched = _fresh(scheduler)
     if _is_flow(sched):

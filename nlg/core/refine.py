@@ -244,6 +244,25 @@ def refine_noise(
             needs no refinement is left as it is (``benchmarks/nlg_cost.py``, sections ``stop`` and
             ``frontier``).
 
+    Example:
+        One step against a fixed direction, by hand: ``‖d‖₂ = 2`` is clipped to ``τ = 0.5``, so the
+        step is ``n − η·d·τ/‖d‖₂ = 1 − 0.25·d``; with renormalisation every sample keeps ``‖n‖₂ = √D``:
+
+        >>> import torch
+        >>> from nlg import refine_noise
+        >>> n, d = torch.ones(1, 4), torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+        >>> out = refine_noise(n, lambda x: d, refining_steps=1, noise_level=0.0, normalize_latents=False)
+        >>> out.latents
+        tensor([[0.7500, 0.7500, 1.2500, 1.2500]])
+        >>> out.step_norms
+        tensor([[2.]])
+        >>> out = refine_noise(torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+        ...                    lambda x: -x, refining_steps=5, generator=torch.Generator().manual_seed(1))
+        >>> out.latents.shape, out.step_norms.shape
+        (torch.Size([3, 4, 8, 8]), torch.Size([5, 3]))
+        >>> torch.allclose(out.latents.flatten(1).norm(dim=1), torch.full((3,), 16.0))   # √(4·8·8)
+        True
+
     Returns:
         :class:`RefineOutput` with the refined ``latents`` (input dtype), ``step_norms`` of shape
         ``(refining_steps, B)`` (``‖d_k‖₂`` before clipping) and ``evaluations`` per sample.

@@ -56,7 +56,7 @@ class DigitsAdapter:
         return (batch_size, self.pipe.unet.config.in_channels, IMAGE_SIZE, IMAGE_SIZE)
 
     def initial_latents(self, shape: Tuple[int, ...], generator: GeneratorLike, dtype: torch.dtype) -> Tensor:
-        """x_T drawn exactly as :meth:`DigitsPipeline.prepare_latents` draws it."""
+        """x_T drawn exactly as :meth:`~nlg.digits.pipeline.DigitsPipeline.prepare_latents` draws it."""
         return self.pipe.prepare_latents(shape[0], generator).to(dtype)
 
     def direction_fn(

@@ -230,7 +230,7 @@ class DigitsEvaluator:
         """The training split scored like a generator: the floor for Fréchet distance at these sample sizes.
 
         Accuracy and p(class) here are on data the classifier was fitted on; the honest classifier
-        accuracy is :attr:`heldout_accuracy`.
+        accuracy is ``heldout_accuracy``.
         """
         images, labels = load_split("train")
         return self.compare([_as_pixels(images[labels == d]) for d in range(NUM_CLASSES)])

@@ -40,6 +40,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "digits_unet.safetensors"
 CONFIG_NAME = "digits_unet.json"
 
+#: The ``UNet2DModel`` configuration of the shipped digits model.
 UNET_CONFIG: Dict[str, Any] = dict(
     sample_size=IMAGE_SIZE,
     in_channels=1,

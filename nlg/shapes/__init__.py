@@ -4,7 +4,7 @@ The model is a Stable Diffusion pipeline in miniature — a ``CLIPTokenizer``, a
 an ``AutoencoderKL`` (32×32 pixels ↔ 16×16×4 latents), a ``UNet2DConditionModel`` with cross-attention and
 SD's noise schedule — all trained here on procedural scenes (:mod:`nlg.shapes.data`) by
 ``python -m nlg.shapes.train``.  :func:`load_pipeline` returns an unmodified diffusers
-``StableDiffusionPipeline``; Noise Level Guidance reaches it through the public path only:
+``StableDiffusionPipeline``; Noise Level Guidance reaches it through the public path only::
 
     import torch
     from nlg import NoiseLevelGuidance

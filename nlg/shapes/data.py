@@ -55,7 +55,9 @@ PALETTE: Dict[str, Tuple[int, int, int]] = {
     "purple": (140, 50, 180),
     "cyan": (20, 190, 200),
 }
+#: The colour names, in :data:`PALETTE` order.
 COLOURS: Tuple[str, ...] = tuple(PALETTE)
+#: The shape names.
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle")
 NUMBERS: Dict[int, str] = {2: "two", 3: "three", 4: "four"}
 RELATIONS: Tuple[str, ...] = ("left of", "right of", "above", "below")
@@ -103,7 +105,7 @@ def relative_position(box_a: Sequence[float], box_b: Sequence[float], threshold:
     """Where box A lies relative to box B, by GenEval's rule.
 
     With centres c and sizes d = (w, h) of the boxes (x1, y1, x2, y2), the offset o = c_A − c_B is shrunk
-    towards 0 by ``threshold · (d_A + d_B)`` per axis, r = sign(o)·max(|o| − threshold·(d_A + d_B), 0);
+    towards 0 by ``threshold · (d_A + d_B)`` per axis, r = sign(o)·max(abs(o) − threshold·(d_A + d_B), 0);
     if r ≈ 0 there is no relation, else with (dx, dy) = r / ‖o‖: ``left of`` if dx < −½, ``right of`` if
     dx > ½, ``above`` if dy < −½, ``below`` if dy > ½ (image y grows downwards).
 
@@ -247,7 +249,7 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None) -> Scen
 
     Args:
         generator (`torch.Generator`): the only source of randomness.
-        task (`str`, *optional*): one of :data:`TASKS`; drawn with :data:`TASK_WEIGHTS` if omitted.
+        task (`str`, *optional*): one of :data:`TASKS`; drawn with ``TASK_WEIGHTS`` if omitted.
     """
     if task is None:
         weights = torch.tensor(TASK_WEIGHTS, dtype=torch.float64)
@@ -293,7 +295,7 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None) -> Scen
 
 
 def scene_from_seed(seed: int, task: Optional[str] = None) -> Scene:
-    """The scene of ``seed``: :func:`sample_scene` with ``torch.Generator().manual_seed(seed)``."""
+    """The scene of ``seed``: ``sample_scene`` with ``torch.Generator().manual_seed(seed)``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return sample_scene(torch.Generator().manual_seed(seed), task)

@@ -53,6 +53,7 @@ __all__ = [
     "task_accuracies",
 ]
 
+#: The mini-GenEval prompts, one JSON object per line.
 PROMPTS_PATH = Path(__file__).resolve().parent / "evaluation_metadata.jsonl"
 #: A pixel farther than this (RGB Euclidean distance) from every reference colour is off-palette.
 OFF_PALETTE_DISTANCE = 60.0

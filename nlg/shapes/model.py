@@ -7,6 +7,7 @@
 
 The sizes were chosen by measured CPU cost (one thread on a shared 2-core machine: ≈33 ms per image
 for a UNet training step, ≈19 ms for a VAE step), so that ``python -m nlg.shapes.train`` fits in an hour.
+
 * the noise schedule is Stable Diffusion's (``scaled_linear`` betas 0.00085 → 0.012, 1000 steps,
   ε-prediction, so ᾱ_999 ≈ 0.0047); sampling uses ``DDIMScheduler`` with SD's settings.
 
@@ -37,6 +38,7 @@ __all__ = [
     "sampling_scheduler",
 ]
 
+#: The ``AutoencoderKL`` configuration.
 VAE_CONFIG: Dict[str, Any] = dict(
     in_channels=3,
     out_channels=3,
@@ -52,6 +54,7 @@ VAE_CONFIG: Dict[str, Any] = dict(
 #: 32×32 pixels → 16×16 latents (the VAE downsamples once per level after the first).
 LATENT_SIZE = IMAGE_SIZE // 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1)
 
+#: The ``CLIPTextConfig`` settings (vocabulary and special-token ids are added by ``text_config()``).
 TEXT_CONFIG: Dict[str, Any] = dict(
     hidden_size=64,
     intermediate_size=256,
@@ -62,6 +65,7 @@ TEXT_CONFIG: Dict[str, Any] = dict(
     hidden_act="quick_gelu",
 )
 
+#: The ``UNet2DConditionModel`` configuration.
 UNET_CONFIG: Dict[str, Any] = dict(
     sample_size=LATENT_SIZE,
     in_channels=4,

@@ -34,7 +34,7 @@ WORDS: Tuple[str, ...] = tuple(
         | {w for r in RELATIONS for w in r.split()}
     )
 )
-#: Tokens per prompt including start and end: the longest caption has 10 words.
+#: Tokens per prompt including start and end (the longest caption has 10 words).
 MODEL_MAX_LENGTH = 16
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

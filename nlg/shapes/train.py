@@ -17,7 +17,7 @@ Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed`
        \qquad c = \text{""} \text{ with probability } p_{\text{drop}} = 0.12,
 
    with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule.  The caption dropout (each caption
-   independently) trains the unconditional ε(·|"") that classifier-free guidance and NLG need.
+   independently) trains the unconditional ``ε(·|"")`` that classifier-free guidance and NLG need.
 
 AdamW with linear warm-up over 5% of the steps, then cosine decay; gradients clipped to norm 1.  A
 checkpoint is written atomically every ``--checkpoint-every`` steps into ``<out>.partial/``; rerunning

@@ -37,7 +37,7 @@ class TrainingBatch(NamedTuple):
     noisy_latents: Tensor  #: x_t, shape and dtype of the clean latents
     timesteps: Tensor  #: long, shape (B,)
     target: Tensor  #: what the model should predict, shape of the latents
-    loss_weights: Tensor  #: float32, shape (B,): sampler weights × Min-SNR weights (ones by default)
+    loss_weights: Tensor  #: sampler weights × Min-SNR weights (ones by default), float32 of shape (B,)
 
 
 def training_batch(

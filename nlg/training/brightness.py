@@ -36,13 +36,13 @@ def shift_brightness(
 ) -> Tuple[Tensor, Tensor]:
     r"""Add one brightness shift b per image and clamp to [-1, 1]: ``clamp(x + b, −1, 1)``.
 
-    With probability ``extreme_share`` an image is shifted strongly, |b| ~ U(extreme_range) with a
+    With probability ``extreme_share`` an image is shifted strongly, \|b\| ~ U(extreme_range) with a
     random sign (half of them dark, half bright); otherwise b ~ U(−mild_range, mild_range).
 
     Args:
         images (`torch.Tensor`): (N, C, H, W) in [-1, 1].
         extreme_share (`float`, defaults to 0.5): share of strongly shifted images, in [0, 1].
-        extreme_range (`Tuple[float, float]`, defaults to (0.5, 1.0)): range of |b| for those.
+        extreme_range (`Tuple[float, float]`, defaults to (0.5, 1.0)): range of \|b\| for those.
         mild_range (`float`, defaults to 0.2): half-width of b for the others, ≥ 0.
         generator (`torch.Generator` or `List[torch.Generator]`, *optional*): draw order per
             generator: which kind, the sign, then the magnitude.

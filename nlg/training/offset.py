@@ -45,6 +45,20 @@ def offset_noise(
         noise (`torch.Tensor`, *optional*):
             Base noise to offset instead of a fresh ε, e.g. :func:`~nlg.training.pyramid_noise`.
 
+    Example:
+        With a zero base noise only the offset ``s·δ`` remains, one value per sample and channel:
+
+        >>> import torch
+        >>> from nlg.training import offset_noise
+        >>> latents = torch.zeros(2, 3, 4, 4)
+        >>> n = offset_noise(latents, strength=0.1, noise=torch.zeros_like(latents),
+        ...                  generator=torch.Generator().manual_seed(0))
+        >>> n.shape
+        torch.Size([2, 3, 4, 4])
+        >>> delta = torch.randn(2, 3, 1, 1, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(n, (0.1 * delta).expand(2, 3, 4, 4))
+        True
+
     Returns:
         `torch.Tensor`: the noise, same shape, dtype and device as ``latents``.
     """
