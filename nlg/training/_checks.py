@@ -24,7 +24,26 @@ def check_latents(latents: Any, name: str = "latents") -> Tensor:
         raise ValueError(f"{name} must have rank 4 (B, C, H, W), got shape {tuple(latents.shape)}")
     if not latents.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {latents.dtype}")
+    if latents.device.type == "meta":
+        raise ValueError(f"{name} are on the meta device (shape only, no data): move them to a real device")
+    if latents.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(latents.shape)}")
     return latents
+
+
+def check_timesteps(timesteps: Any, num_train_timesteps: int, name: str = "timesteps") -> Tensor:
+    """Raise unless ``timesteps`` is a tensor (or sequence) of integer timesteps in ``[0, num_train_timesteps)``."""
+    try:
+        timesteps = torch.as_tensor(timesteps)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a tensor of integer timesteps, got {type(timesteps).__name__}") from None
+    if timesteps.is_complex() or timesteps.dtype == torch.bool or timesteps.device.type == "meta":
+        raise TypeError(f"{name} must be a tensor of integer timesteps, got {timesteps.dtype} on {timesteps.device}")
+    if timesteps.numel() and (
+        not bool(torch.isfinite(timesteps).all()) or timesteps.min() < 0 or timesteps.max() >= num_train_timesteps
+    ):
+        raise ValueError(f"{name} must lie in [0, {num_train_timesteps - 1}]")
+    return timesteps
 
 
 def check_number(value: Any, name: str, *, minimum: Optional[float] = 0.0, strict: bool = False) -> float:

@@ -21,7 +21,15 @@ from typing import Any, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from ._checks import GeneratorLike, alphas_cumprod_of, check_generator, check_int, check_latents, check_number
+from ._checks import (
+    GeneratorLike,
+    alphas_cumprod_of,
+    check_generator,
+    check_int,
+    check_latents,
+    check_number,
+    check_timesteps,
+)
 from .min_snr import PREDICTION_TYPES, min_snr_weights
 from .offset import offset_noise
 from .probabilistic_offset import OffsetSchedule, probabilistic_offset_noise
@@ -93,14 +101,20 @@ def training_batch(
         `TrainingBatch`: ``(noisy_latents, timesteps, target, loss_weights)``.
     """
     check_latents(latents)
+    if not bool(torch.isfinite(latents).all()):
+        raise ValueError("latents contain NaN or Inf")
     abar_table = alphas_cumprod_of(scheduler)
     batch = latents.shape[0]
     check_generator(generator, batch)
     offset_strength = check_number(offset_strength, "offset_strength")
     pyramid_iterations = check_int(pyramid_iterations, "pyramid_iterations")
     pyramid_discount = check_number(pyramid_discount, "pyramid_discount")
+    if min_snr_gamma is not None:
+        check_number(min_snr_gamma, "min_snr_gamma", strict=True)
     if offset_schedule is not None and offset_strength > 0:
         raise ValueError("use either offset_strength (plain offset noise) or offset_schedule (probabilistic), not both")
+    if offset_schedule is not None and not isinstance(offset_schedule, OffsetSchedule):
+        raise TypeError(f"offset_schedule must be an OffsetSchedule or None, got {type(offset_schedule).__name__}")
     if prediction_type is None:
         prediction_type = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
@@ -114,7 +128,7 @@ def training_batch(
             raise TypeError(f"timestep_sampler must be a name or a TimestepSampler, got {type(sampler).__name__}")
         timesteps, weights = sampler(batch, num_train_timesteps=abar_table.shape[0], generator=generator, device=latents.device)
     else:
-        timesteps = torch.as_tensor(timesteps, device=latents.device).long().reshape(-1)
+        timesteps = check_timesteps(timesteps, abar_table.shape[0]).to(latents.device).long().reshape(-1)
         if timesteps.shape[0] != batch:
             raise ValueError(f"timesteps must hold one entry per sample ({batch}), got {timesteps.shape[0]}")
         if timesteps.min() < 0 or timesteps.max() >= abar_table.shape[0]:
@@ -150,6 +164,11 @@ def training_batch(
 
     if min_snr_gamma is not None:
         weights = weights * min_snr_weights(timesteps, scheduler, gamma=min_snr_gamma, prediction_type=prediction_type)
+    if not (bool(torch.isfinite(noisy).all()) and bool(torch.isfinite(target).all())):
+        raise ValueError(
+            "the noisy latents or target overflowed: offset_strength, pyramid_discount or the latents' scale "
+            f"is too large for {latents.dtype}"
+        )
     return TrainingBatch(noisy, timesteps, target, weights.float())
 
 

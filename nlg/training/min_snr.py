@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..core.directions import PREDICTION_TYPES
-from ._checks import alphas_cumprod_of, check_number
+from ._checks import alphas_cumprod_of, check_number, check_timesteps
 
 __all__ = ["min_snr_weights", "PREDICTION_TYPES"]
 
@@ -46,7 +46,10 @@ def min_snr_weights(timesteps: Tensor, scheduler: Any, *, gamma: float = 5.0, pr
     gamma = check_number(gamma, "gamma", strict=True)
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {list(PREDICTION_TYPES)}")
-    abar = alphas_cumprod_of(scheduler)[timesteps.detach().to("cpu", torch.long)]
+    table = alphas_cumprod_of(scheduler)
+    if not isinstance(timesteps, Tensor):
+        raise TypeError(f"timesteps must be a torch.Tensor, got {type(timesteps).__name__}")
+    abar = table[check_timesteps(timesteps, table.shape[0]).detach().to("cpu", torch.long)]
     snr = abar / (1.0 - abar)
     if prediction_type == "epsilon":
         weights = torch.clamp(gamma / snr, max=1.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ._checks import GeneratorLike, check_generator, check_latents, check_number, draw
@@ -67,10 +68,14 @@ def offset_noise(
     check_generator(generator, latents.shape[0])
     b, c, h, w = latents.shape
     kw = dict(device=latents.device, dtype=latents.dtype)
+    if noise is not None and not isinstance(noise, Tensor):
+        raise TypeError(f"noise must be a torch.Tensor or None, got {type(noise).__name__}")
     if noise is None:
         noise = draw("normal", (b, c, h, w), generator, **kw)
     elif tuple(noise.shape) != tuple(latents.shape):
         raise ValueError(f"noise must have the shape of latents {tuple(latents.shape)}, got {tuple(noise.shape)}")
+    elif not bool(torch.isfinite(noise).all()):
+        raise ValueError("noise contains NaN or Inf")
     if strength == 0.0:
         return noise
     delta = draw("normal", (b, c, 1, 1), generator, **kw)

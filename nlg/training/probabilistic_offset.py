@@ -38,6 +38,8 @@ Any other family: :meth:`OffsetSchedule.from_gamma`.
 
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
@@ -262,9 +264,24 @@ def initial_latents(
         device, dtype:
             Of the result.
     """
-    shape = tuple(int(s) for s in shape)
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints (B, C, H, W), got {shape!r}") from None
     if len(shape) != 4:
         raise ValueError(f"shape must have rank 4 (B, C, H, W), got {shape}")
+    if min(shape) < 1:
+        raise ValueError(f"shape must hold sizes >= 1, got {shape}")
+    if timestep is not None and (isinstance(timestep, bool) or not isinstance(timestep, int)):
+        raise TypeError(f"timestep must be an int or None, got {type(timestep).__name__}")
+    try:
+        device = torch.device(device) if device is not None else None
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device or device string, got {device!r}") from None
+    if device is not None and device.type == "meta":
+        raise ValueError("device must hold data, not 'meta'")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     abar = alphas_cumprod_of(scheduler)
     if timestep is None:
         timesteps = getattr(scheduler, "timesteps", None)

@@ -61,6 +61,10 @@ def pyramid_noise(
     iterations = check_int(iterations, "iterations")
     discount = check_number(discount, "discount")
     check_generator(generator, latents.shape[0])
+    if iterations > 0 and latents[0].numel() < 2:
+        raise ValueError(f"latents need >= 2 values per sample to normalise pyramid noise, got shape {tuple(latents.shape)}")
+    if noise is not None and not isinstance(noise, Tensor):
+        raise TypeError(f"noise must be a torch.Tensor or None, got {type(noise).__name__}")
     if noise is not None and tuple(noise.shape) != tuple(latents.shape):
         raise ValueError(f"noise must have the shape of latents {tuple(latents.shape)}, got {tuple(noise.shape)}")
     if isinstance(generator, (list, tuple)):
@@ -86,7 +90,11 @@ def pyramid_noise(
         r = 2.0 + 2.0 * float(draw("uniform", (1,), generator, dtype=latents.dtype))
         h, w = max(1, int(height / r**i)), max(1, int(width / r**i))
         coarse = draw("normal", (b, c, h, w), generator, **kw)
-        noise = noise + discount**i * F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        try:
+            weight = discount**i
+        except OverflowError:
+            raise ValueError(f"discount={discount} overflows at level {i}: use a discount <= 1") from None
+        noise = noise + weight * F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
         if h == 1 or w == 1:
             break
     return noise / noise.std(dim=(1, 2, 3), keepdim=True)
