@@ -86,8 +86,8 @@ def validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.refining_steps < 0:
         raise ValueError(f"--refining_steps must be >= 0, got {args.refining_steps}")
-    if args.guidance_level < 0:
-        raise ValueError(f"--guidance_level must be >= 0, got {args.guidance_level}")
+    if not 0 <= args.guidance_level < float("inf"):  # also rejects NaN
+        raise ValueError(f"--guidance_level must be a finite number >= 0, got {args.guidance_level}")
     for name in ("height", "width"):
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8):

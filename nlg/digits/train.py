@@ -200,6 +200,11 @@ def main(argv: Optional[list] = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {WEIGHTS_DIR})")
     args = parser.parse_args(argv)
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
     steps = args.steps if args.steps is not None else (200 if args.quick else DEFAULT_TRAINING["steps"])
     out = args.out if args.out is not None else (Path("digits-quick") if args.quick else WEIGHTS_DIR)
 
