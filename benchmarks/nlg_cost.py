@@ -159,43 +159,46 @@ def sections(model: str, names: Sequence[str], quick: bool) -> List[Spec]:
             specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(2.0, 4.0, 6.0, 8.0))))
     if "stop" in names:
         for s in scales:
-            for signal, threshold, window, eta, kmax in stop_grid(quick):
+            for signal, threshold, window, eta, kmax in stop_grid(quick, s):
                 specs.append(("stop", s, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal=signal,
-                                                 stop_threshold=threshold, stop_window=window, min_steps=2)))
+                                                 stop_threshold=threshold, stop_window=window)))
     if "frontier" in names:
         specs += frontier_grid(model, quick)
     return specs
 
 
-def stop_grid(quick: bool) -> List[Tuple[str, float, int, float, int]]:
+def stop_grid(quick: bool, scale: float) -> List[Tuple[str, float, int, float, int]]:
     """(signal, threshold, window, η, K_max) for the ``stop`` section."""
     if quick:
         return [("norm", 0.005, 2, 1.0, 20), ("radial", 0.4, 1, 1.0, 20), ("radial", 0.4, 1, 4.0, 5)]
-    return [
-        ("norm", 0.005, 2, 1.0, 20),
-        ("cosine", 0.9999, 2, 1.0, 20),
-        ("drift", 0.2, 1, 1.0, 20),
-        ("radial", 0.35, 1, 1.0, 20),
-        ("radial", 0.4, 1, 1.0, 20),
-        ("radial", 0.45, 1, 1.0, 20),
-        ("radial", 0.4, 1, 2.0, 10),
-        ("radial", 0.4, 1, 4.0, 5),
-    ]
+    grid = [("norm", 0.005, 2, 1.0, 20)]
+    if scale == 0.0:
+        grid += [("cosine", 0.9999, 2, 1.0, 20), ("drift", 0.2, 1, 1.0, 20), ("radial", 0.35, 1, 1.0, 20),
+                 ("radial", 0.45, 1, 1.0, 20)]
+    return grid + [("radial", 0.4, 1, 1.0, 20), ("radial", 0.4, 1, 2.0, 10), ("radial", 0.4, 1, 4.0, 5)]
 
 
 def frontier_grid(model: str, quick: bool) -> List[Spec]:
-    """Plain CFG on a finer grid, then CFG + cheap NLG (K = 2, short path) with more noise / earlier t_ref / lower scale."""
+    """Plain CFG on a finer grid, then CFG + cheap NLG: short paths (K = 2), more noise λ, an earlier
+    reference, a lower CFG scale after NLG, and the ``radial`` gate that leaves samples whose first
+    ρ is already high untouched (K ≤ 10 or 20, η = 1)."""
     # Plain CFG at 0 and 1 is in the ``cost`` section; the summary compares against every plain row.
     specs: List[Spec] = [("frontier", s, Refiner()) for s in ((0.75, 1.25) if quick else (0.5, 0.75, 1.25, 1.5))]
-    paths = (2.0,) if quick else (1.0, 2.0, 4.0)
-    for s in (0.75, 1.0) if not quick else (1.0,):
-        specs += [("frontier", s, euler(2, p / 2)) for p in paths]
+    base = None if model == "digits" else 0.98  # flow: σ_r = 0.98 hurt FD least in flow_digits.md
+    early = 700.0 if model == "digits" else 0.94
+
+    def gate(threshold: float, kmax: int) -> Refiner:
+        return Refiner(kind="euler", steps=kmax, step_size=1.0, stop_signal="radial", stop_threshold=threshold,
+                       reference=base)
+
     if quick:
-        return specs
-    for s in (0.75, 1.0):
-        specs += [("frontier", s, euler(2, 1.0, noise_level=lam)) for lam in (0.01, 0.05)]
-    early = (700.0, 500.0) if model == "digits" else (0.9, 0.8)
-    specs += [("frontier", 1.0, euler(2, 1.0, reference=r)) for r in early]
+        return specs + [("frontier", 1.0, euler(2, 1.0, reference=base)), ("frontier", 1.0, gate(0.0, 10))]
+    specs += [("frontier", 1.0, gate(t, 10)) for t in (-0.1, 0.0)]
+    specs += [("frontier", 0.75, gate(t, 20)) for t in (0.0, 0.1)]
+    specs += [("frontier", 1.0, euler(2, p / 2, reference=base)) for p in (1.0, 2.0, 4.0)]
+    specs += [("frontier", 0.75, euler(2, p / 2, reference=base)) for p in (2.0, 4.0)]
+    specs += [("frontier", 1.0, euler(2, 1.0, noise_level=0.05, reference=base)),
+              ("frontier", 1.0, euler(2, 1.0, reference=early))]
     return specs
 
 
@@ -242,13 +245,70 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
 
 def write_rows_atomically(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
     """Rewrite the CSV through a temporary file and ``os.replace``: a killed run never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore", restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     os.replace(tmp, path)
+
+
+def append_row(path: Path, row: Dict[str, Any]) -> None:
+    """Add ``row`` to the CSV under an exclusive lock, merging with rows other processes wrote meanwhile."""
+    import fcntl
+
+    with path.with_name(path.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in read_rows(path) if r["key"] != row["key"]]
+        write_rows_atomically(path, rows + [row])
+
+
+TIMING_CONFIGS = [
+    ("plain CFG", Refiner()),
+    ("K=20 η=1 (paper)", euler(20, 1.0)),
+    ("K=10 η=2", euler(10, 2.0)),
+    ("K=4 η=5 (for_budget(4))", euler(4, 5.0)),
+    ("K=1 η=20 (for_budget(1))", euler(1, 20.0)),
+    ("radial stop 0.4, η=1, K≤20", Refiner(kind="euler", steps=20, step_size=1.0, stop_signal="radial", stop_threshold=0.4)),
+]
+
+
+def timing(model: Any, out_dir: Path, *, scale: float, images: int, rounds: int, seed: int) -> Path:
+    """Wall time of refinement + sampling per configuration, interleaved in ``rounds`` rounds; median ratios to plain CFG."""
+    import statistics
+
+    labels = requested_labels(max(1, images // 10))
+    seconds: Dict[str, List[float]] = {name: [] for name, _ in TIMING_CONFIGS}
+    evals: Dict[str, float] = {}
+    for _ in range(rounds):
+        for name, refiner in TIMING_CONFIGS:
+            gens = per_sample_generators(seed, len(labels))
+            begin = time.perf_counter()
+            latents, used = refine(model.initial(gens), model.direction(labels, refiner.reference), refiner, gens)
+            model.sample(latents, labels, scale, gens)
+            seconds[name].append(time.perf_counter() - begin)
+            evals[name] = float(used.float().mean())
+    base = statistics.median(seconds["plain CFG"])
+    rows = []
+    for name, _ in TIMING_CONFIGS:
+        ratios = [t / p for t, p in zip(seconds[name], seconds["plain CFG"])]
+        rows.append(dict(config=name, mean_evals=evals[name], unet_evals=2 * evals[name] + model.sampler_evals(scale),
+                         median_seconds=statistics.median(seconds[name]), median_ratio_to_plain=statistics.median(ratios),
+                         min_ratio=min(ratios), max_ratio=max(ratios)))
+    path = out_dir / f"nlg_cost_timing_{model.name}.md"
+    lines = [f"# nlg_cost timing ({model.name})", "",
+             f"`python benchmarks/nlg_cost.py --model {model.name} --timing`: {len(labels)} images at CFG scale {scale:g}, "
+             f"refinement + {SAMPLER_STEPS} sampler steps, the configurations interleaved in {rounds} rounds on one "
+             f"thread; ratios are per round (same round's plain CFG), then the median. Weights sha256 `{model.sha256}`. "
+             f"Plain CFG median: {base:.2f} s.", "",
+             "| config | direction evals | UNet evals | median s | median ratio to plain | min–max ratio |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {r['mean_evals']:.2f} | {r['unet_evals']:.1f} | {r['median_seconds']:.2f} | "
+              f"{r['median_ratio_to_plain']:.2f} | {r['min_ratio']:.2f}–{r['max_ratio']:.2f} |" for r in rows]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def main() -> None:
@@ -263,10 +323,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true", help="rewrite nlg_cost.md and .png from the CSV")
+    parser.add_argument("--timing", action="store_true", help="interleaved wall-time ratios only (nlg_cost_timing_<model>.md)")
+    parser.add_argument("--timing-images", type=int, default=200)
+    parser.add_argument("--timing-rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = args.out_dir / "nlg_cost.csv"
+    if args.timing:
+        model_t: Any = DigitsModel() if args.model == "digits" else FlowModel(args.flow_train_steps or FLOW_TRAIN_STEPS)
+        print(f"wrote {timing(model_t, args.out_dir, scale=0.0, images=args.timing_images, rounds=args.timing_rounds, seed=args.seed)}")
+        return
     if not args.report_only:
         per_class = args.samples_per_class or (5 if args.quick else 100)
         labels = requested_labels(per_class)
@@ -275,16 +342,12 @@ def main() -> None:
         else:
             model = FlowModel(args.flow_train_steps or (200 if args.quick else FLOW_TRAIN_STEPS))
         evaluator = DigitsEvaluator()
-        rows = read_rows(csv_path)
-        done = {row["key"] for row in rows}
         for section, scale, refiner in sections(args.model, args.sections, args.quick):
             key = key_of(args.model, section, scale, refiner, len(labels), args.seed)
-            if key in done:
+            if key in {row["key"] for row in read_rows(csv_path)}:
                 continue
             row = {"key": key, **run_row(model, evaluator, section, scale, refiner, labels, args.seed)}
-            rows.append(row)
-            done.add(key)
-            write_rows_atomically(csv_path, rows)
+            append_row(csv_path, row)
             print(f"{key}: acc {row['accuracy']:.3f} FD/class {row['fd_per_class']:.2f} evals {row['mean_evals']:.2f} "
                   f"{row['total_seconds']:.0f} s", flush=True)
     from nlg_cost_report import write_report

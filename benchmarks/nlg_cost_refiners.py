@@ -128,6 +128,11 @@ SIGNALS = {
 }
 
 
+#: Signals :func:`nlg.refine_noise` implements itself (benchmark name -> ``stop_signal``); rows with
+#: these and ``min_steps = 1`` run the library code.
+LIBRARY_SIGNALS = {None: None, "norm": "norm_change", "radial": "radial"}
+
+
 def _signal(name: str, d: Tensor, d_prev: Tensor, d_first: Tensor, n: Tensor) -> Tensor:
     if name == "norm":
         prev = _norm(d_prev)
@@ -198,10 +203,14 @@ def refine(latents: Tensor, direction_fn: DirectionFn, refiner: Refiner, generat
     batch = latents.shape[0]
     if refiner.kind == "none":
         return latents, torch.zeros(batch, dtype=torch.long)
-    if refiner.kind == "euler" and not refiner.etas and refiner.stop_signal is None:
+    if refiner.kind == "euler" and not refiner.etas and refiner.stop_signal in LIBRARY_SIGNALS and refiner.min_steps <= 1:
+        stop = {} if refiner.stop_signal is None else dict(
+            stop_tolerance=refiner.stop_threshold, stop_window=refiner.stop_window,
+            stop_signal=LIBRARY_SIGNALS[refiner.stop_signal],
+        )
         out = refine_noise(
             latents, direction_fn, refining_steps=refiner.steps, step_size=refiner.step_size,
-            clip_threshold=refiner.clip_threshold, noise_level=refiner.noise_level, generator=list(generators),
+            clip_threshold=refiner.clip_threshold, noise_level=refiner.noise_level, generator=list(generators), **stop,
         )
         return out.latents, out.evaluations
     return schedule_loop(latents, direction_fn, refiner, generators)
