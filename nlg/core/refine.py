@@ -315,7 +315,7 @@ def refine_noise(
             if not bool(torch.isfinite(d_norm).all()):
                 raise ValueError(
                     f"non-finite model output at refining step {step + 1} of {refining_steps}: "
-                    "the direction holds NaN or Inf (check the model's dtype and inputs)"
+                    "the direction (direction_fn's output) holds NaN or Inf (check the model's dtype and inputs)"
                 )
             norms[step, active] = d_norm.flatten().float().cpu()
             evaluations[active] += 1
