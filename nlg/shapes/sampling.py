@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..guidance import NoiseLevelGuidance
+from .. import NoiseLevelGuidance
 from .geneval import score_image
 
 __all__ = ["SamplingConfig", "image_seed", "generate", "score_batch"]

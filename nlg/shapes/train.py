@@ -16,7 +16,8 @@ Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed`
        \mathcal L = \lVert \epsilon_\theta(\sqrt{\bar\alpha_t} z_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, t, \tau(c)) - \epsilon\rVert_2^2,
        \qquad c = \text{""} \text{ with probability } p_{\text{drop}} = 0.12,
 
-   with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule.  The caption dropout (each caption
+   with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule; optionally each sample's loss is weighted by
+   Min-SNR-γ, min(SNR_t, γ)/SNR_t (Hang et al. 2023, https://arxiv.org/abs/2303.09556; ``--min-snr-gamma``).  The caption dropout (each caption
    independently) trains the unconditional ``ε(·|"")`` that classifier-free guidance and NLG need.
 
 AdamW with linear warm-up over 5% of the steps, then cosine decay; gradients clipped to norm 1.  A
@@ -75,6 +76,7 @@ DEFAULT_TRAINING: Dict[str, Any] = dict(
     batch_size=32,
     lr=6e-4,
     caption_dropout=0.12,
+    min_snr_gamma=None,
     seed=0,
 )
 #: ``--quick``: a smoke run of the whole recipe.
@@ -168,6 +170,9 @@ def train(
     for key in ("scenes", "vae_steps", "vae_batch_size", "steps", "batch_size", "seed"):
         if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < (0 if key == "seed" else 1):
             raise ValueError(f"settings[{key!r}] must be a positive int, got {s[key]!r}")
+    gamma = s["min_snr_gamma"]
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0):
+        raise ValueError(f"min_snr_gamma must be a positive number or None, got {gamma!r}")
     if not 0.0 <= s["caption_dropout"] < 1.0:
         raise ValueError(f"caption_dropout must be in [0, 1), got {s['caption_dropout']}")
     torch.set_num_threads(threads)
@@ -266,6 +271,7 @@ def train(
                         return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids[0]
     scheduler = training_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
 
     # -- phase 2: UNet + text encoder -----------------------------------------------------------
     unet.train()
@@ -283,7 +289,11 @@ def train(
         noisy = scheduler.add_noise(z0, noise, timesteps)
         hidden = text_encoder(ids)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
-        loss = F.mse_loss(prediction, noise)
+        per_sample = F.mse_loss(prediction, noise, reduction="none").flatten(1).mean(dim=1)
+        if s["min_snr_gamma"] is not None:
+            snr = alphas_cumprod[timesteps] / (1.0 - alphas_cumprod[timesteps])
+            per_sample = per_sample * snr.clamp(max=s["min_snr_gamma"]) / snr
+        loss = per_sample.mean()
         unet_phase.step(loss)
         unet_step = step + 1
         losses["unet"].append(float(loss.detach()))
@@ -348,6 +358,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="torch threads (default 1; on the shared 2-core machine 2 threads ran 3-9x slower per step)")
     parser.add_argument("--steps", type=int, default=None, help="UNet steps (overrides the preset)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="UNet + text encoder peak learning rate (overrides the preset)")
+    parser.add_argument("--min-snr-gamma", type=float, default=None,
+                        help="Min-SNR-γ loss weighting min(SNR, γ)/SNR (Hang et al. 2023); default: the preset's")
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
@@ -356,9 +369,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         settings["steps"] = args.steps
     if args.seed is not None:
         settings["seed"] = args.seed
+    if args.lr is not None:
+        settings["lr"] = args.lr
+    if args.min_snr_gamma is not None:
+        settings["min_snr_gamma"] = args.min_snr_gamma
     out = args.out if args.out is not None else (Path("shapes-quick") if args.quick else DEFAULT_FOLDER)
     command = "python -m nlg.shapes.train" + (" --quick" if args.quick else "") + (
-        f" --steps {args.steps}" if args.steps is not None else "") + (f" --seed {args.seed}" if args.seed is not None else "")
+        f" --steps {args.steps}" if args.steps is not None else "") + (f" --seed {args.seed}" if args.seed is not None else "") + (
+        f" --lr {args.lr:g}" if args.lr is not None else "") + (
+        f" --min-snr-gamma {args.min_snr_gamma:g}" if args.min_snr_gamma is not None else "")
     train(out, settings=settings, threads=args.threads, checkpoint_every=args.checkpoint_every,
           progress=not args.no_progress, log=lambda line: print(line, flush=True), command=command)
 
