@@ -6,8 +6,9 @@ and adds batching, offline model paths and multi-process runs::
 
     accelerate launch core_experiments/calculate_metrics.py --real_image_dir ... --fake_image_dir ...
 
-FID pairs the generated images with as many real ones (a seeded shuffle of the real folder), as the
-reference does.  Every figure is printed and written to ``--output_json``.
+FID compares the generated images with as many real ones, the very subset the reference picks: the
+sorted ``*.jpg`` files shuffled by Python's ``random`` after the captions, with one generator seeded
+with 0 (``docs/guides/reproducing.md``).  Every figure is printed and written to ``--output_json``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", default=50, type=int, help="Images per forward pass.")
     p.add_argument("--num_workers", default=4, type=int, help="DataLoader workers decoding images.")
     p.add_argument("--is_splits", default=10, type=int, help="Inception Score splits.")
-    p.add_argument("--seed", default=0, type=int, help="Seeds the real-image pairing and the IS splits.")
+    p.add_argument("--seed", default=0, type=int, help="Seeds the real-image subset (as the reference: 0) and the IS splits.")
+    p.add_argument("--real_image_glob", default="*.jpg", help="Real image files (reference: *.jpg, case-sensitive).")
     p.add_argument("--skip_bad_images", action="store_true", help="Skip unreadable images instead of stopping.")
     p.add_argument("--output_json", default=None, help="Where to write the figures (default: <fake_image_dir>/metrics.json).")
     return p
@@ -67,12 +69,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     _check_writable(args.clip_scores_save_path, "clip_scores_save_path")
     _check_writable(output_json, "output_json")
 
-    captions = {c.id: c for c in load_captions(args.prompts_path)}
+    caption_list = load_captions(args.prompts_path)
+    captions = {c.id: c for c in caption_list}
     fakes = generated_images(args.fake_image_dir)
     unknown = [i for i, _ in fakes if i not in captions]
     if unknown:
         raise ValueError(f"--prompts_path has no caption for generated image ids {unknown[:10]}: wrong captions file?")
-    reals = real_images(args.real_image_dir, len(fakes), seed=args.seed)
+    reals = real_images(args.real_image_dir, len(fakes), num_captions=len(caption_list), seed=args.seed,
+                        pattern=args.real_image_glob)
     loaded = read_clip_scores(args.clip_scores_load_path) if args.clip_scores_load_path else None
     loaded_ids = sorted(loaded, key=lambda i: (loaded[i], i))[: args.bottom_k] if loaded else None
     if loaded_ids:
@@ -127,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     figures["skipped_images"] = sorted(skipped)
     figures["settings"] = {
         k_: getattr(args, k_)
-        for k_ in ("real_image_dir", "fake_image_dir", "prompts_path", "clip_scores_load_path", "inception_weights", "clip_model", "is_splits", "seed")
+        for k_ in ("real_image_dir", "fake_image_dir", "prompts_path", "clip_scores_load_path", "inception_weights", "clip_model", "is_splits", "seed", "real_image_glob")
     }
     figures["settings"]["num_processes"] = state.num_processes
 

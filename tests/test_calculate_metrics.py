@@ -2,7 +2,8 @@
 
 The script's figures are checked against a straightforward one-image-at-a-time computation, done the
 way the public reference scripts do it: torchvision transforms, and torchmetrics' own
-``FrechetInceptionDistance`` / ``InceptionScore`` fed one image per update.
+``FrechetInceptionDistance`` / ``InceptionScore`` fed one image per update, with FID's real images the
+subset ``tests/reference_fixture.py`` states the reference picks (Python ``random`` after the captions).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
 from tests.helpers.experiments import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip, single_thread
+from tests.reference_fixture import reference_fid_real_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "core_experiments" / "calculate_metrics.py"
@@ -65,7 +67,8 @@ def assets(tmp_path_factory) -> Dict[str, Path]:
         Image.fromarray(_pattern(g, 32, 32).numpy()).save(fake / f"{caption_id}.png")
     (fake / f"{CORRUPT}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (fake / "manifest.jsonl").write_text("{}\n")  # other files in the folder are ignored
-    for i, (h, w) in enumerate([(40, 60), (64, 48), (33, 33), (50, 80), (70, 70), (45, 30), (60, 40)]):
+    sizes = [(40, 60), (64, 48), (33, 33), (50, 80), (70, 70), (45, 30), (60, 40), (52, 52), (36, 64), (64, 36), (48, 48)]
+    for i, (h, w) in enumerate(sizes):  # 10 *.jpg for 6 fakes: which 6 the FID uses matters
         array = _pattern(g, h, w).numpy()
         if i == 2:
             Image.fromarray(array[..., 0]).save(real / f"COCO_{i:03d}.jpg")  # greyscale, as some COCO images are
@@ -118,9 +121,9 @@ def straightforward(assets) -> Dict[str, Any]:
     to_224 = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Lambda(lambda x: (x * 255).byte())])
     fake_ids = [i for i in range(101, 106)]
     fakes = [Image.open(assets["fake"] / f"{i}.png").convert("RGB") for i in fake_ids]
-    real_paths = sorted(assets["real"].iterdir())
-    order = torch.randperm(len(real_paths), generator=torch.Generator().manual_seed(0)).tolist()
-    reals = [Image.open(real_paths[i]).convert("RGB") for i in order[:6]]  # paired with the 6 <id>.png files
+    subset = reference_fid_real_files(assets["captions"], assets["real"], 6)  # as many as the 6 <id>.png files
+    reals = [Image.open(assets["real"] / name).convert("RGB") for name in subset]
+    others = sorted(p.name for p in assets["real"].glob("*.jpg") if p.name not in subset)
 
     fid = FrechetInceptionDistance(feature_extractor_weights_path=str(assets["inception"]))
     logits = NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"],
@@ -133,6 +136,11 @@ def straightforward(assets) -> Dict[str, Any]:
         fid.update(to_299(image)[None], real=True)
     torch.manual_seed(0)  # the split permutation of the script's seed 0
     is_mean, is_std = inception_score.compute()
+    other_fid = FrechetInceptionDistance(feature_extractor_weights_path=str(assets["inception"]))
+    for image in fakes:
+        other_fid.update(to_299(image)[None], real=False)
+    for image in reals[: 6 - len(others[:3])] + [Image.open(assets["real"] / n).convert("RGB") for n in others[:3]]:
+        other_fid.update(to_299(image)[None], real=True)
 
     from transformers import CLIPModel, CLIPProcessor
 
@@ -156,6 +164,7 @@ def straightforward(assets) -> Dict[str, Any]:
         "clip_score_bottom_k": max(sum(lowest) / 2, 0.0),
         "clip_score_bottom_k_loaded": max((scores[104] + scores[102]) / 2, 0.0),
         "scores": scores,
+        "fid_other_subset": float(other_fid.compute()),
     }
 
 
@@ -164,7 +173,11 @@ def test_figures_match_one_image_at_a_time_computation(full_run, straightforward
     for key in ("fid", "inception_score", "inception_score_std", "clip_score", "clip_score_bottom_k",
                 "clip_score_bottom_k_loaded"):
         assert figures[key] == pytest.approx(straightforward[key], rel=1e-4, abs=1e-4), key
-    assert figures["inception_score"] > 1.005, "random logits should give a non-trivial Inception Score"
+    # Identical predictions give IS = 1 up to float32 rounding (~1e-6); 1e-4 above that means the IS
+    # comparison above compared real class distributions.
+    assert figures["inception_score"] > 1 + 1e-4, "the random Inception should give a non-trivial Inception Score"
+    # Another real subset (3 of the 6 swapped) gives another FID: the subset check above has teeth.
+    assert abs(straightforward["fid_other_subset"] - figures["fid"]) > 1e-2 * abs(figures["fid"])
     assert figures["num_fake"] == 5 and figures["num_real"] == 6 and figures["bottom_k"] == 2
     assert figures["skipped_images"] == [str(Path(full_run.parent / "fake" / f"{CORRUPT}.png"))]
 

@@ -1,9 +1,14 @@
-"""``nlg.eval.metrics`` / ``nlg.eval.datasets``: the library side of the metrics script (CPU, offline)."""
+"""``nlg.eval.metrics`` / ``nlg.eval.datasets``: the library side of the metrics script (CPU, offline).
+
+The Inception stand-in has non-identity batch norms; CLIP scores are checked against a direct cosine of
+the CLIP model's own features; the torchmetrics internals ``nlg.eval._torchmetrics`` relies on are each
+pinned by a ``test_torchmetrics_contract_*`` test.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 import torch
@@ -38,6 +43,8 @@ def _images(count: int, size: int, seed: int) -> torch.Tensor:
 
 
 def test_one_pass_features_equal_torchmetrics_inception(nets):
+    state = torch.load(nets["inception"])
+    assert (state["Mixed_7c.branch1x1.bn.running_var"] != 1).all() and (state["Conv2d_1a_3x3.bn.running_mean"] != 0).all()
     images = _images(2, 299, seed=0)
     with torch.inference_mode():
         pool, logits = InceptionFeatures(nets["inception"])(images)
@@ -67,7 +74,74 @@ def test_figures_do_not_depend_on_batching_or_order(nets):
     for caption_id, score in whole.clip_scores.items():
         assert one_by_one.clip_scores[caption_id] == pytest.approx(score, rel=1e-4, abs=1e-4)
     assert whole.num_fake == 4 and whole.num_real == 3
-    assert whole.clip_score == pytest.approx(max(sum(whole.clip_scores.values()) / 4, 0.0), rel=1e-5)
+
+
+def _direct_clip_scores(clip_path: Path, images: torch.Tensor, captions) -> List[float]:
+    """100·cos(image features, text features) of the CLIP model, one image and one caption at a time;
+    captions cut to CLIP's 77 positions."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(clip_path, local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(clip_path, local_files_only=True)
+    scores = []
+    with torch.no_grad():
+        for image, caption in zip(images, captions):
+            pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
+            tokens = processor(text=[caption], return_tensors="pt")
+            i = model.get_image_features(pixel_values=pixels)
+            t = model.get_text_features(input_ids=tokens["input_ids"][:, :77], attention_mask=tokens["attention_mask"][:, :77])
+            i, t = (x if isinstance(x, torch.Tensor) else x.pooler_output for x in (i, t))
+            scores.append(100 * float((i @ t.T).squeeze() / (i.norm() * t.norm())))
+    return scores
+
+
+def test_clip_score_equals_a_direct_cosine(nets):
+    """Per image 100·cos (unclamped, as torchmetrics' CLIPScore sums it); the score is max(mean, 0)."""
+    images, captions = _images(5, 224, seed=6), ["a cat", "ein Hund 🐕", "東京の夜", "x " * 80, "a bowl of fruit"]
+    ids = torch.tensor([5, 1, 4, 2, 3])
+    metrics = GenerationMetrics(inception_weights=nets["inception"], clip_model=str(nets["clip"]), local_files_only=True,
+                                is_splits=1)
+    metrics.update_fake(_images(5, 299, seed=6), images, captions, ids)
+    metrics.update_real(_images(2, 299, seed=7))
+    result = metrics.compute()
+    direct = _direct_clip_scores(nets["clip"], images, captions)
+    for caption_id, score in zip(ids.tolist(), direct):
+        assert result.clip_scores[caption_id] == pytest.approx(score, rel=1e-4, abs=1e-4)
+    assert len({round(s, 3) for s in direct}) == 5, "distinct scores, or the id bookkeeping is untested"
+    assert result.clip_score == pytest.approx(max(sum(direct) / 5, 0.0), rel=1e-4, abs=1e-4)
+
+
+def test_torchmetrics_contract_one_pass_returns_every_feature(nets):
+    """``_torch_fidelity_forward`` returns each requested feature, as the public forward does one at a time."""
+    from nlg.eval._torchmetrics import inception_features
+
+    images = _images(2, 299, seed=8)
+    path = str(nets["inception"])
+    both = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
+                              feature_extractor_weights_path=path)
+    with torch.inference_mode():
+        pool, logits = inception_features(both, images)
+        for name, got in (("2048", pool), ("logits_unbiased", logits)):
+            alone = NoTrainInceptionV3(name="inception-v3-compat", features_list=[name], feature_extractor_weights_path=path)
+            torch.testing.assert_close(got.reshape(2, -1), alone(images), rtol=1e-5, atol=1e-5)
+
+
+def test_torchmetrics_contract_private_names_and_signatures(nets):
+    """The private function and state names nlg.eval._torchmetrics uses exist with the expected shape."""
+    import inspect
+
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    from nlg.eval._torchmetrics import INCEPTION_SCORE_FEATURES
+    from nlg.eval.metrics import PerImageCLIPScore, _Precomputed
+
+    assert list(inspect.signature(_clip_score_update).parameters) == ["source", "target", "model", "processor"]
+    fid = FrechetInceptionDistance(feature=_Precomputed(2048))
+    assert {"real_features_num_samples", "fake_features_num_samples"} <= set(fid.metric_state)
+    assert INCEPTION_SCORE_FEATURES in InceptionScore(feature=_Precomputed(1008)).metric_state
+    assert {"score", "n_samples"} <= set(PerImageCLIPScore(str(nets["clip"]), local_files_only=True).metric_state)
 
 
 def test_too_many_inception_score_splits_is_refused(nets):
@@ -112,7 +186,8 @@ def test_clip_score_files_round_trip_and_read_reference_files(tmp_path):
         read_clip_scores(reference)
 
 
-def test_inception_score_ignores_feeding_order_and_repeated_compute():
+def test_torchmetrics_contract_inception_score_split_and_feeding_order():
+    """torchmetrics permutes with torch.randperm from the global generator, which the metric seeds."""
     from nlg.eval.metrics import _OrderedInceptionScore
 
     logits = 3 * torch.randn(6, 1008, generator=torch.Generator().manual_seed(5))
@@ -134,3 +209,25 @@ def test_inception_score_ignores_feeding_order_and_repeated_compute():
     assert float(mean) == pytest.approx(float(torch.stack(scores).mean()), rel=1e-5)
     assert float(std) == pytest.approx(float(torch.stack(scores).std()), rel=1e-4, abs=1e-6)
     assert float(mean) > 1.05
+
+
+def test_real_image_subset_equals_the_reference(tmp_path):
+    """The FID subset is the reference's: sorted *.jpg shuffled by Python's random after the captions."""
+    import json
+
+    from nlg.eval.datasets import real_images
+    from tests.reference_fixture import reference_fid_real_files
+
+    real = tmp_path / "val2014"
+    real.mkdir()
+    for i in range(25):
+        (real / f"COCO_val2014_{(i * 7919) % 1000:012d}.jpg").write_bytes(b"")  # only names matter here
+    (real / "other.png").write_bytes(b"")
+    (real / "upper.JPG").write_bytes(b"")  # the reference's glob is case-sensitive
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps({"annotations": [{"id": 3 * i, "caption": str(i)} for i in range(13)]}))
+    for count in (1, 7, 25):
+        ours = real_images(real, count, num_captions=13, seed=0)
+        assert [p.name for p in ours] == reference_fid_real_files(captions, real, count)
+    # The captions' shuffle comes first: with another caption count the subset changes.
+    assert [p.name for p in real_images(real, 7, num_captions=100)] != reference_fid_real_files(captions, real, 7)

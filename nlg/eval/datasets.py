@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .runs import Caption, atomic_write, shuffled
+from .runs import Caption, atomic_write, reference_rng, shuffled
 
 __all__ = [
     "INCEPTION_SIZE",
@@ -36,7 +36,6 @@ __all__ = [
 PathLike = Union[str, Path]
 INCEPTION_SIZE = 299
 CLIP_SIZE = 224
-REAL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def generated_images(folder: PathLike, *, name: str = "fake_image_dir") -> List[Tuple[int, Path]]:
@@ -50,21 +49,47 @@ def generated_images(folder: PathLike, *, name: str = "fake_image_dir") -> List[
     return found
 
 
-def real_images(folder: PathLike, count: int, *, seed: int = 0, name: str = "real_image_dir") -> List[Path]:
-    """``count`` images from ``folder``, a seeded shuffle of its sorted image files (the reference's pairing).
+def real_images(
+    folder: PathLike,
+    count: int,
+    *,
+    num_captions: int,
+    seed: int = 0,
+    pattern: str = "*.jpg",
+    name: str = "real_image_dir",
+) -> List[Path]:
+    """The ``count`` real images the reference's FID uses: ``sorted(folder.glob(pattern))`` shuffled by
+    Python's ``random.shuffle`` *after* the captions were shuffled with the same generator, then the first
+    ``count``.
+
+    The reference seeds ``random`` once (``random.seed(seed)``), shuffles the ``num_captions`` captions
+    of the captions file, then the sorted ``*.jpg`` paths; so the subset depends on the number of
+    captions, which this reproduces by shuffling a list of that length first.
+
+    Args:
+        folder (`str` or `Path`): the real images (e.g. COCO val2014).
+        count (`int`): how many (one per generated image).
+        num_captions (`int`): the number of annotations in the captions file.
+        seed (`int`, defaults to 0): the reference's seed.
+        pattern (`str`, defaults to ``"*.jpg"``): the reference's glob (case-sensitive).
 
     Raises:
-        ValueError: if the folder is missing, empty, or holds fewer than ``count`` images.
+        ValueError: if the folder is missing, holds no matching file, or fewer than ``count``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{name}: {folder} is not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in REAL_SUFFIXES and not p.name.startswith("."))
+    if isinstance(num_captions, bool) or not isinstance(num_captions, int) or num_captions < 0:
+        raise ValueError(f"num_captions must be an int >= 0, got {num_captions!r}")
+    paths = sorted(folder.glob(pattern))
     if not paths:
-        raise ValueError(f"{name}: {folder} holds no images ({', '.join(REAL_SUFFIXES)})")
+        raise ValueError(f"{name}: {folder} holds no images matching {pattern!r}")
     if len(paths) < count:
-        raise ValueError(f"{name}: {folder} holds {len(paths)} images but {count} generated images need as many real ones")
-    return shuffled(paths, seed)[:count]
+        raise ValueError(f"{name}: {folder} holds {len(paths)} images matching {pattern!r} but {count} generated "
+                         "images need as many real ones")
+    rng = reference_rng(seed)
+    rng.shuffle(list(range(num_captions)))  # the captions' shuffle: its draws depend only on their number
+    return shuffled(paths, rng)[:count]
 
 
 def _to_tensor(image: Any, size: int) -> Tensor:

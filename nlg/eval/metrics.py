@@ -28,6 +28,8 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.multimodal.clip_score import CLIPScore
 from torchmetrics.utilities.data import dim_zero_cat
 
+from ._torchmetrics import INCEPTION_SCORE_FEATURES, add_clip_scores, clip_scores, fid_count, inception_features, seeded_inception_score
+
 __all__ = [
     "DEFAULT_CLIP_MODEL",
     "InceptionFeatures",
@@ -76,7 +78,7 @@ class InceptionFeatures(NoTrainInceptionV3):
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
         """``images``: uint8 ``(B, 3, H, W)``, resized to 299 inside as torchmetrics does."""
-        pool, logits = self._torch_fidelity_forward(images)
+        pool, logits = inception_features(self, images)
         return pool.reshape(images.shape[0], -1), logits.reshape(images.shape[0], -1)
 
 
@@ -104,21 +106,15 @@ class _OrderedInceptionScore(InceptionScore):
         self.add_state("ids", [], dist_reduce_fx="cat")
 
     def update(self, logits: Tensor, ids: Tensor) -> None:  # type: ignore[override]
-        self.features.append(logits)
+        getattr(self, INCEPTION_SCORE_FEATURES).append(logits)
         self.ids.append(ids)
 
     def compute(self) -> Tuple[Tensor, Tensor]:
-        features = dim_zero_cat(self.features)
+        features = dim_zero_cat(getattr(self, INCEPTION_SCORE_FEATURES))
         if features.shape[0] < self.splits:
             raise ValueError(f"is_splits: {self.splits} splits need at least as many images, got {features.shape[0]}")
-        original = self.features
-        self.features = [features[dim_zero_cat(self.ids).argsort().to(features.device)]]
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)  # torchmetrics draws its split permutation from the global generator
-                return super().compute()
-        finally:
-            self.features = original
+        by_id = features[dim_zero_cat(self.ids).argsort().to(features.device)]
+        return seeded_inception_score(self, by_id, self.seed)
 
 
 class _CLIPFeatures(nn.Module):
@@ -182,11 +178,8 @@ class PerImageCLIPScore(CLIPScore):
 
     def update(self, images: Tensor, captions: Sequence[str], ids: Tensor) -> None:  # type: ignore[override]
         """``images``: uint8 ``(B, 3, H, W)``; ``captions``: B strings; ``ids``: B integer ids."""
-        from torchmetrics.functional.multimodal.clip_score import _clip_score_update
-
-        score, count = _clip_score_update(images, list(captions), self.model, self.processor)
-        self.score += score.sum(0)
-        self.n_samples += count
+        score, count = clip_scores(images, captions, self.model, self.processor)
+        add_clip_scores(self, score, count)
         self.scores.append(score.float())
         self.ids.append(ids.to(score.device))
 
@@ -290,15 +283,10 @@ class GenerationMetrics(nn.Module):
             inception_score=float(is_mean),
             inception_score_std=float(is_std),
             clip_score=math.nan if self.clip_score is None else float(self.clip_score.compute()),
-            num_fake=_synced_count(self.fid, False),
-            num_real=_synced_count(self.fid, True),
+            num_fake=fid_count(self.fid, False),
+            num_real=fid_count(self.fid, True),
             clip_scores={} if self.clip_score is None else self.clip_score.per_image(),
         )
-
-
-def _synced_count(fid: FrechetInceptionDistance, real: bool) -> int:
-    with fid.sync_context():
-        return int(fid.real_features_num_samples if real else fid.fake_features_num_samples)
 
 
 def generation_metrics(

@@ -34,7 +34,9 @@ def save_random_inception_weights(path: PathLike, *, generator: torch.Generator)
     """Save a state dict for torch-fidelity's InceptionV3 (``inception-v3-compat``) with random weights.
 
     Convolutions get He-normal weights and the classifier ``N(0, 12²/2048)``, so features neither vanish
-    nor explode; batch norms keep their identity statistics.  Draws come from ``generator`` only.
+    nor explode.  Batch norms get non-identity statistics and affine terms (running mean ``0.2·N(0, 1)``,
+    running variance in [0.5, 2], scale in [0.8, 1.2], shift ``0.1·N(0, 1)``), so code that folds or
+    skips them is exercised.  Draws come from ``generator`` only.
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
@@ -54,6 +56,12 @@ def save_random_inception_weights(path: PathLike, *, generator: torch.Generator)
             value.copy_(12.0 * torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[1]))
         elif key == "fc.bias":
             value.copy_(0.1 * torch.randn(value.shape, generator=generator))
+        elif key.endswith("running_mean") or (key.endswith(".bias") and ".bn." in key):
+            value.copy_((0.2 if key.endswith("running_mean") else 0.1) * torch.randn(value.shape, generator=generator))
+        elif key.endswith("running_var"):
+            value.copy_(0.5 + 1.5 * torch.rand(value.shape, generator=generator))
+        elif key.endswith(".weight") and ".bn." in key:
+            value.copy_(0.8 + 0.4 * torch.rand(value.shape, generator=generator))
     path = Path(path)
     torch.save(state, path)
     return path
