@@ -138,44 +138,54 @@ def euler(k: int, eta: float, **kw: Any) -> Refiner:
     return Refiner(kind="euler", steps=k, step_size=eta, **kw)
 
 
-def sections(model: str, names: Sequence[str], quick: bool) -> List[Spec]:
-    """The study's rows, in run order."""
-    specs: List[Spec] = []
-    scales = (0.0, 1.0)
+def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) -> List[Spec]:
+    """The study's rows, section by section in the order of ``names``.
+
+    CPU was scarce for the published run: by default the secondary variations (clip, schedule) run at
+    CFG scale 0 only, on fewer K; the CFG-1 cost rows skip K = 10, 2 and the noise-scaled rows, and the
+    flow model runs K = 20, 4, 1 only.
+    ``full`` runs every variation at both scales.
+    """
+    per_section: Dict[str, List[Spec]] = {}
     ks = (20, 4, 1) if quick else KS
-    if "cost" in names:
-        for s in scales:
-            specs.append(("cost", s, Refiner()))
-            specs += [("cost", s, euler(k, PATH / k)) for k in ks]
-            specs += [("cost", s, euler(k, PATH / k, noise_level=0.001 * PATH / k)) for k in ks if k < 20 and k in (5, 2, 1)]
-    if "clip" in names:
-        for s in scales:
-            specs += [("clip", s, euler(k, PATH / k, clip_threshold=0.5 * k / PATH)) for k in ks if k < 20]
-    if "schedule" in names:
-        for s in scales:
-            specs += [("schedule", s, Refiner(kind="heun", steps=h, step_size=PATH / h)) for h in ((1, 2) if not quick else (1,))]
-            specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(8.0, 6.0, 4.0, 2.0))))
-            specs.append(("schedule", s, Refiner(kind="euler", steps=2, etas=(14.0, 6.0))))
+    specs: List[Spec] = []
+    for s in (0.0, 1.0):
+        specs.append(("cost", s, Refiner()))
+        ks_here = ks if (s == 0.0 or full or quick) else (20, 5, 4, 1)
+        if model == "flow" and not (full or quick):
+            ks_here = (20, 4, 1)
+        specs += [("cost", s, euler(k, PATH / k)) for k in ks_here]
+        if (s == 0.0 and model == "digits") or full:
+            specs += [("cost", s, euler(k, PATH / k, noise_level=0.001 * PATH / k)) for k in ks if k in (5, 2, 1)]
+    per_section["cost"] = specs
+    clip_scales, clip_ks = ((0.0, 1.0), [k for k in ks if k < 20]) if (full or quick) else ((0.0,), [10, 4, 1])
+    per_section["clip"] = [("clip", s, euler(k, PATH / k, clip_threshold=0.5 * k / PATH)) for s in clip_scales for k in clip_ks]
+    specs = []
+    for s in (0.0, 1.0) if (full or quick) else (0.0,):
+        specs += [("schedule", s, Refiner(kind="heun", steps=h, step_size=PATH / h)) for h in ((1, 2) if not quick else (1,))]
+        specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(8.0, 6.0, 4.0, 2.0))))
+        specs.append(("schedule", s, Refiner(kind="euler", steps=2, etas=(14.0, 6.0))))
+        if full or quick:
             specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(2.0, 4.0, 6.0, 8.0))))
-    if "stop" in names:
-        for s in scales:
-            for signal, threshold, window, eta, kmax in stop_grid(quick, s):
-                specs.append(("stop", s, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal=signal,
-                                                 stop_threshold=threshold, stop_window=window)))
-    if "frontier" in names:
-        specs += frontier_grid(model, quick)
-    return specs
+    per_section["schedule"] = specs
+    per_section["stop"] = [
+        ("stop", s, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal=signal, stop_threshold=threshold,
+                            stop_window=window))
+        for s in (0.0, 1.0) for signal, threshold, window, eta, kmax in stop_grid(quick, s)
+    ]
+    per_section["frontier"] = frontier_grid(model, quick)
+    return [spec for name in names for spec in per_section[name]]
 
 
 def stop_grid(quick: bool, scale: float) -> List[Tuple[str, float, int, float, int]]:
     """(signal, threshold, window, η, K_max) for the ``stop`` section."""
     if quick:
         return [("norm", 0.005, 2, 1.0, 20), ("radial", 0.4, 1, 1.0, 20), ("radial", 0.4, 1, 4.0, 5)]
-    grid = [("norm", 0.005, 2, 1.0, 20)]
-    if scale == 0.0:
-        grid += [("cosine", 0.9999, 2, 1.0, 20), ("drift", 0.2, 1, 1.0, 20), ("radial", 0.35, 1, 1.0, 20),
-                 ("radial", 0.45, 1, 1.0, 20)]
-    return grid + [("radial", 0.4, 1, 1.0, 20), ("radial", 0.4, 1, 2.0, 10), ("radial", 0.4, 1, 4.0, 5)]
+    if scale != 0.0:
+        return [("radial", 0.4, 1, 1.0, 20)]
+    return [("norm", 0.005, 2, 1.0, 20), ("cosine", 0.9999, 2, 1.0, 20), ("drift", 0.2, 1, 1.0, 20),
+            ("radial", 0.4, 1, 1.0, 20), ("radial", 0.5, 1, 1.0, 20), ("radial", 0.4, 1, 4.0, 5),
+            ("radial", 0.5, 1, 4.0, 5), ("radial", 0.35, 1, 1.0, 20)]
 
 
 def frontier_grid(model: str, quick: bool) -> List[Spec]:
@@ -193,13 +203,12 @@ def frontier_grid(model: str, quick: bool) -> List[Spec]:
 
     if quick:
         return specs + [("frontier", 1.0, euler(2, 1.0, reference=base)), ("frontier", 1.0, gate(0.0, 10))]
-    specs += [("frontier", 1.0, gate(t, 10)) for t in (-0.1, 0.0)]
-    specs += [("frontier", 0.75, gate(t, 20)) for t in (0.0, 0.1)]
-    specs += [("frontier", 1.0, euler(2, p / 2, reference=base)) for p in (1.0, 2.0, 4.0)]
-    specs += [("frontier", 0.75, euler(2, p / 2, reference=base)) for p in (2.0, 4.0)]
-    specs += [("frontier", 1.0, euler(2, 1.0, noise_level=0.05, reference=base)),
-              ("frontier", 1.0, euler(2, 1.0, reference=early))]
-    return specs
+    nlg = [("frontier", 1.0, gate(t, 10)) for t in (-0.1, 0.0)]
+    nlg += [("frontier", 1.0, euler(2, p / 2, reference=base)) for p in (1.0, 2.0)]
+    nlg += [("frontier", 0.75, gate(t, 20)) for t in (0.0, 0.1)]
+    nlg += [("frontier", 0.75, euler(2, 2.0, reference=base)), ("frontier", 1.0, euler(2, 1.0, noise_level=0.05, reference=base)),
+            ("frontier", 1.0, euler(2, 1.0, reference=early)), ("frontier", 1.0, euler(2, 2.0, reference=base))]
+    return specs[:2] + nlg[:4] + specs[2:] + nlg[4:]
 
 
 def key_of(model: str, section: str, scale: float, refiner: Refiner, samples: int, seed: int) -> str:
@@ -317,6 +326,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["cost", "clip", "schedule", "stop", "frontier"],
                         choices=("cost", "clip", "schedule", "stop", "frontier"))
     parser.add_argument("--quick", action="store_true", help="few rows, 5 samples per digit, 200-step flow model")
+    parser.add_argument("--full", action="store_true", help="every variation at CFG scales 0 and 1 (default: the published subset)")
     parser.add_argument("--samples-per-class", type=int, default=None, help="default 100 (5 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flow-train-steps", type=int, default=None, help=f"default {FLOW_TRAIN_STEPS} (200 with --quick)")
@@ -342,7 +352,7 @@ def main() -> None:
         else:
             model = FlowModel(args.flow_train_steps or (200 if args.quick else FLOW_TRAIN_STEPS))
         evaluator = DigitsEvaluator()
-        for section, scale, refiner in sections(args.model, args.sections, args.quick):
+        for section, scale, refiner in sections(args.model, args.sections, args.quick, args.full):
             key = key_of(args.model, section, scale, refiner, len(labels), args.seed)
             if key in {row["key"] for row in read_rows(csv_path)}:
                 continue
