@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from nlg import NoiseLevelGuidance, refine_noise
+from nlg import NoiseLevelGuidance
 from nlg.adapters.flow import DEFAULT_REFERENCE_SIGMA, FlowMatchingAdapter, check_reference_sigma, flow_direction, flow_epsilon
 from nlg.adapters import get_adapter
 from tests.helpers.tiny import tiny_clip_tokenizer
@@ -130,11 +132,24 @@ def test_sd3_nlg_zero_steps_is_the_plain_pipeline_and_refinement_changes_it(sd3)
     out, ref = nlg(sd3, "a cat", generator=torch.Generator().manual_seed(0), return_refinement=True, **CALL)
     assert not torch.equal(out.images, plain)
     assert ref.latents.shape == (1, 4, 8, 8) and ref.evaluations.tolist() == [3]
-    # The refinement is refine_noise with the adapter's direction on the pipeline's own initial noise.
-    adapter = FlowMatchingAdapter(sd3)
-    _, cond = adapter.encode("a cat", max_sequence_length=16)
-    gen = torch.Generator().manual_seed(0)
-    n = torch.randn((1, 4, 8, 8), generator=gen)
-    expected = refine_noise(n, adapter.direction_fn(cond, gamma=None, reference_timestep=None), refining_steps=3,
-                            clip_threshold=None, step_size=5.0, generator=gen)
-    torch.testing.assert_close(ref.latents, expected.latents, rtol=1e-5, atol=1e-6)
+    # The refinement is NLG's published update, written out here on the transformer (not refine_noise, not
+    # the adapter): d = (1−σ)(v_c − v_u) at σ_r n; n ← n − η d + √λ z; n ← √D n/‖n‖, with n and z drawn
+    # from the image's generator in that order, as the pipeline draws its initial noise.
+    s, lam = DEFAULT_REFERENCE_SIGMA, 0.001
+    with torch.no_grad():
+        pe, npe, pooled, npooled = sd3.encode_prompt(prompt="a cat", prompt_2=None, prompt_3=None, device=torch.device("cpu"),
+                                                     num_images_per_prompt=1, do_classifier_free_guidance=True,
+                                                     max_sequence_length=16)
+        gen = torch.Generator().manual_seed(0)
+        n = torch.randn((1, 4, 8, 8), generator=gen)
+        norms = []
+        for _ in range(3):
+            def velocity(embeds, pooled_embeds):
+                return sd3.transformer(hidden_states=s * n, timestep=torch.full((1,), s * 1000.0),
+                                       encoder_hidden_states=embeds, pooled_projections=pooled_embeds).sample
+            d = (1 - s) * (velocity(pe, pooled) - velocity(npe, npooled))
+            norms.append(float(d.norm()))
+            n = n - 5.0 * d + math.sqrt(lam) * torch.randn((4, 8, 8), generator=gen)
+            n = n / n.norm() * math.sqrt(n.numel())
+    torch.testing.assert_close(ref.latents, n, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ref.step_norms[:, 0], torch.tensor(norms), rtol=1e-4, atol=1e-6)
