@@ -137,14 +137,20 @@ def _resolve_reexport(app, env, node, contnode):
 
 
 # The benchmarks page includes every benchmarks/results/*.md: those it does not include by name are
-# appended when the page is read, each under a heading named after its file.
+# appended when the page is read, each under its own title, its headings one level down.
 def _append_results(app, docname, source):
     if docname != "benchmarks":
         return
     results = sorted((ROOT / "benchmarks" / "results").glob("*.md"))
     extra = [p for p in results if f"../benchmarks/results/{p.name}" not in source[0]]
     for path in extra:
-        source[0] += f"\n## {path.stem}\n\n```{{include}} ../benchmarks/results/{path.name}\n:start-line: 1\n```\n"
+        first = path.read_text(encoding="utf-8").split("\n", 1)[0]
+        title = first[2:].strip() if first.startswith("# ") else path.stem
+        skip = 1 if first.startswith("# ") else 0
+        source[0] += (
+            f"\n## {title}\n\n```{{include}} ../benchmarks/results/{path.name}\n"
+            f":start-line: {skip}\n:heading-offset: 1\n```\n"
+        )
 
 
 def setup(app):
