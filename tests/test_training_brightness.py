@@ -71,6 +71,14 @@ def test_shift_brightness_bad_input(kwargs, name):
         shift_brightness(torch.zeros(2, 1, 2, 2), **kwargs)
 
 
+def _w1_between_cdfs(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 of two 1-D empirical distributions: ∫|F_a − F_b|, exact for step CDFs."""
+    xs = np.sort(np.concatenate([a, b]))
+    fa = np.searchsorted(np.sort(a), xs[:-1], side="right") / len(a)
+    fb = np.searchsorted(np.sort(b), xs[:-1], side="right") / len(b)
+    return float(np.sum(np.abs(fa - fb) * np.diff(xs)))
+
+
 def test_experiment_quick_mode_writes_its_outputs(tmp_path):
     spec = importlib.util.spec_from_file_location("brightness_experiment", ROOT / "core_experiments" / "brightness_experiment.py")
     module = importlib.util.module_from_spec(spec)
@@ -80,10 +88,26 @@ def test_experiment_quick_mode_writes_its_outputs(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["real (train split)", *module.ARMS]
     assert [r["method"] for r in records] == [r["method"] for r in rows]
+    # Each row's figures are those of a set of samples the run produced (the arms' cached samples, and the
+    # real row's 40 training images), recomputed here: W1 as the area between the two empirical CDFs,
+    # shares against the held-out reference's 5th/95th percentiles.  Different arms give different
+    # figures, so a row written with another arm's samples fails.
+    reference, _ = module.shifted_data("test", 1, 1000)
+    train, _ = module.shifted_data("train", 1, 0)
+    candidates = [torch.load(p)["samples"] for p in sorted((tmp_path / "cache").glob("*.pt"))]
+    candidates.append(train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:40]])
+    b_ref = reference.double().flatten(1).mean(1).numpy()
+    p5, p95 = np.percentile(b_ref, [5, 95])
+    direct = []
+    for samples in candidates:
+        b = samples.double().flatten(1).mean(1).numpy()
+        direct.append((_w1_between_cdfs(b, b_ref), float((b < p5).mean()), float((b > p95).mean())))
+    assert len(candidates) == len(rows)
     for row in rows:
-        assert float(row["w1_brightness"]) >= 0 and math.isfinite(float(row["mmd2_rbf"]))
-        assert 0 <= float(row["share_below_p5"]) <= 1 and 0 <= float(row["share_above_p95"]) <= 1
-        assert int(row["n"]) == 40
+        figures = (float(row["w1_brightness"]), float(row["share_below_p5"]), float(row["share_above_p95"]))
+        # The CSV keeps 5 decimals: agreement to half a unit of the last one.
+        assert any(figures == pytest.approx(d, abs=5.001e-6) for d in direct), (row["method"], figures, direct)
+        assert math.isfinite(float(row["mmd2_rbf"])) and int(row["n"]) == 40
     for png in ("brightness_hist.png", "brightness_grid.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "run.json").is_file()
