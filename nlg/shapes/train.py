@@ -2,6 +2,7 @@ r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusio
 
     python -m nlg.shapes.train                          # the shipped model (nlg/shapes/weights/shapes_ldm)
     python -m nlg.shapes.train --quick --out /tmp/shapes  # a ~1-minute smoke run
+    python -m nlg.shapes.train --init-from DIR --seed 1 --lr 5e-4 --min-snr-gamma 5 --steps 1200   # continue DIR
 
 Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed``:
 
@@ -19,6 +20,9 @@ Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed`
    with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule; optionally each sample's loss is weighted by
    Min-SNR-γ, min(SNR_t, γ)/SNR_t (Hang et al. 2023, https://arxiv.org/abs/2303.09556; ``--min-snr-gamma``).  The caption dropout (each caption
    independently) trains the unconditional ``ε(·|"")`` that classifier-free guidance and NLG need.
+
+``--init-from DIR`` continues from a pipeline folder instead: the VAE (and its ``scaling_factor``) is
+kept as it is and only phase 2 runs, with a fresh optimiser.
 
 AdamW with linear warm-up over 5% of the steps, then cosine decay; gradients clipped to norm 1.  A
 checkpoint is written atomically every ``--checkpoint-every`` steps into ``<out>.partial/``; rerunning
@@ -77,6 +81,7 @@ DEFAULT_TRAINING: Dict[str, Any] = dict(
     lr=6e-4,
     caption_dropout=0.12,
     min_snr_gamma=None,
+    init_from=None,
     seed=0,
 )
 #: ``--quick``: a smoke run of the whole recipe.
@@ -175,6 +180,15 @@ def train(
         raise ValueError(f"min_snr_gamma must be a positive number or None, got {gamma!r}")
     if not 0.0 <= s["caption_dropout"] < 1.0:
         raise ValueError(f"caption_dropout must be in [0, 1), got {s['caption_dropout']}")
+    init = None
+    if s["init_from"] is not None:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        init = Path(s["init_from"])
+        if not (init / "model_index.json").is_file():
+            raise FileNotFoundError(f"init_from {init} is not a pipeline folder (model_index.json missing)")
+    vae_steps = 0 if init is not None else s["vae_steps"]  # a continuation keeps the VAE as it is
     torch.set_num_threads(threads)
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -193,8 +207,8 @@ def train(
     images, captions, _ = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s["scenes"]))
     log(f"rendered {len(images)} scenes in {time.perf_counter() - start:.0f} s")
     tokenizer = build_tokenizer()
-    vae = build_vae(seed=s["seed"])
-    vae_phase = _Phase(list(vae.parameters()), s["vae_lr"], s["vae_steps"])
+    vae = build_vae(seed=s["seed"]) if init is None else AutoencoderKL.from_pretrained(init / "vae")
+    vae_phase = _Phase(list(vae.parameters()), s["vae_lr"], max(1, vae_steps))
     vae_step = 0
     if state is not None:
         vae.load_state_dict(state["vae"])
@@ -202,8 +216,12 @@ def train(
         vae_step = state["vae_step"]
         generator.set_state(state["generator"])
 
-    text_encoder = build_text_encoder(seed=s["seed"] + 1)
-    unet = build_unet(seed=s["seed"] + 2)
+    if init is None:
+        text_encoder = build_text_encoder(seed=s["seed"] + 1)
+        unet = build_unet(seed=s["seed"] + 2)
+    else:
+        text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(init / "unet")
     unet_phase = _Phase(list(unet.parameters()) + list(text_encoder.parameters()), s["lr"], s["steps"])
     unet_step = 0
     if state is not None and state.get("unet") is not None:
@@ -235,7 +253,7 @@ def train(
 
     # -- phase 1: VAE ------------------------------------------------------------------------------
     vae.train()
-    bar = tqdm(range(vae_step, s["vae_steps"]), desc="VAE", disable=not progress, mininterval=2.0)
+    bar = tqdm(range(vae_step, vae_steps), desc="VAE", disable=not progress, mininterval=2.0)
     for step in bar:
         index = torch.randint(0, len(images), (s["vae_batch_size"],), generator=generator)
         x = images[index]
@@ -249,9 +267,9 @@ def train(
         losses["vae"].append(float(loss.detach()))
         if step % 25 == 0:
             bar.set_postfix(loss=f"{losses['vae'][-1]:.4f}")
-        if vae_step % checkpoint_every == 0 or vae_step == s["vae_steps"]:
+        if vae_step % checkpoint_every == 0 or vae_step == vae_steps:
             checkpoint()
-            log(f"VAE step {vae_step}/{s['vae_steps']} loss {sum(losses['vae'][-25:]) / len(losses['vae'][-25:]):.4f} "
+            log(f"VAE step {vae_step}/{vae_steps} loss {sum(losses['vae'][-25:]) / len(losses['vae'][-25:]):.4f} "
                 f"elapsed {elapsed() / 60:.1f} min")
     vae.eval().requires_grad_(False)
 
@@ -263,8 +281,11 @@ def train(
             means.append(posterior.mean)
             stds.append(posterior.std)
         latent_mean, latent_std = torch.cat(means), torch.cat(stds)
-    scaling_factor = float(1.0 / torch.sqrt(latent_mean.var() + latent_std.pow(2).mean()))
-    vae.register_to_config(scaling_factor=scaling_factor)
+    if init is None:
+        scaling_factor = float(1.0 / torch.sqrt(latent_mean.var() + latent_std.pow(2).mean()))
+        vae.register_to_config(scaling_factor=scaling_factor)
+    else:  # keep the scale the loaded UNet was trained with
+        scaling_factor = float(vae.config.scaling_factor)
     log(f"latent scaling factor {scaling_factor:.4f}")
 
     encoded = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
@@ -327,7 +348,9 @@ def train(
         "wall_seconds": round(wall, 1),
         "wall_minutes": round(wall / 60, 1),
         "final_unet_loss_mean_last_200": round(sum(tail) / len(tail), 5),
-        "final_vae_loss_mean_last_50": round(sum(losses["vae"][-50:]) / len(losses["vae"][-50:]), 5),
+        "final_vae_loss_mean_last_50": (round(sum(losses["vae"][-50:]) / len(losses["vae"][-50:]), 5)
+                                        if losses["vae"] else None),
+        "init_from_sha256": weights_sha256(init) if init is not None else None,
         "latent_scaling_factor": scaling_factor,
         "parameters": {
             "vae": sum(p.numel() for p in vae.parameters()),
@@ -361,6 +384,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lr", type=float, default=None, help="UNet + text encoder peak learning rate (overrides the preset)")
     parser.add_argument("--min-snr-gamma", type=float, default=None,
                         help="Min-SNR-γ loss weighting min(SNR, γ)/SNR (Hang et al. 2023); default: the preset's")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="continue training from this pipeline folder (VAE kept as is, UNet and text encoder fine-tuned)")
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
@@ -373,11 +398,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         settings["lr"] = args.lr
     if args.min_snr_gamma is not None:
         settings["min_snr_gamma"] = args.min_snr_gamma
+    if args.init_from is not None:
+        settings["init_from"] = str(args.init_from)
     out = args.out if args.out is not None else (Path("shapes-quick") if args.quick else DEFAULT_FOLDER)
     command = "python -m nlg.shapes.train" + (" --quick" if args.quick else "") + (
         f" --steps {args.steps}" if args.steps is not None else "") + (f" --seed {args.seed}" if args.seed is not None else "") + (
         f" --lr {args.lr:g}" if args.lr is not None else "") + (
-        f" --min-snr-gamma {args.min_snr_gamma:g}" if args.min_snr_gamma is not None else "")
+        f" --min-snr-gamma {args.min_snr_gamma:g}" if args.min_snr_gamma is not None else "") + (
+        f" --init-from {args.init_from}" if args.init_from is not None else "")
     train(out, settings=settings, threads=args.threads, checkpoint_every=args.checkpoint_every,
           progress=not args.no_progress, log=lambda line: print(line, flush=True), command=command)
 
