@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -61,6 +63,12 @@ SCHEDULERS = {
 }
 #: Temporary files are hidden and end in ``.tmp``, so no ``*.png`` glob ever sees a partial image.
 TMP_SUFFIX = ".tmp"
+#: Per-id claim files (``.<id>.claim``), locked with ``flock`` while a process generates that id.
+CLAIM_SUFFIX = ".claim"
+#: Claims this process holds: claim file -> the descriptor that holds its lock (see :meth:`RunFolder.claim`).
+_CLAIMS: Dict[Path, int] = {}
+#: Errors of a full disk or an exhausted quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,12 @@ def run_cli(main: Callable[[], int]) -> None:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"error: {err.strerror} while writing {err.filename}: free some space and rerun the same command; "
+              "the finished images are kept and the run resumes where it stopped", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
@@ -202,8 +216,10 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in DISK_FULL and err.filename is None:
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err  # name the file being written
         raise
 
 
@@ -351,9 +367,16 @@ class RunFolder:
         self.check(overwrite=overwrite)
         replace = overwrite and not self.same_settings() and bool(self._ours())
         self.path.mkdir(parents=True, exist_ok=True)
+        damaged = 0
         for p in self._ours():
-            if replace or p.name.endswith(TMP_SUFFIX):
+            if replace or (p.name.endswith(TMP_SUFFIX) and not _writer_alive(p)):
                 p.unlink(missing_ok=True)
+            elif p.suffix == ".png" and not whole_png(p):
+                p.unlink()  # torn or corrupt (not written by atomic_write, or a bad disk): it is regenerated
+                damaged += 1
+        if damaged:
+            print(f"{self.path}: removed {damaged} damaged image(s); they will be generated again", file=sys.stderr)
+        _clear_stale_claims(self.path)
         self.manifest.repair()
         if not self.same_settings():
             write_json(self.path / self.CONFIG, self.settings)
@@ -362,6 +385,112 @@ class RunFolder:
     def finished(self) -> Set[int]:
         """Ids with both a manifest record and an image (an image is renamed into place before its record)."""
         return {i for i in self.manifest.records() if self.image_path(i).exists()}
+
+    def claim(self, captions: Sequence[Caption]) -> List[Caption]:
+        """Claim ``captions`` for this process; return those it got, to generate, then :meth:`release`.
+
+        A claim is an exclusive ``flock`` on ``.<id>.claim`` in the folder.  Ids another live process
+        has claimed, or that were finished since this process looked, are left out, so two runs started
+        by mistake on one folder never generate (or record) an image twice.  The kernel drops a dead
+        process's locks, so its claims lapse with it.
+        """
+        claimed: List[Caption] = []
+        for caption in captions:
+            path = self.path / f".{caption.id}{CLAIM_SUFFIX}"
+            stale = _CLAIMS.pop(path, None)
+            if stale is not None:  # still held from a batch of this process that failed
+                os.close(stale)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # another process is generating it
+                continue
+            if not _same_file(fd, path):  # the claim was released (or cleared) between open and lock
+                os.close(fd)
+                continue
+            if self.image_path(caption.id).exists() and caption.id in self.manifest.records():
+                path.unlink(missing_ok=True)  # finished by another process meanwhile (we may have re-created the file)
+                os.close(fd)
+                continue
+            _CLAIMS[path] = fd
+            claimed.append(caption)
+        return claimed
+
+    def release(self, captions: Sequence[Caption]) -> None:
+        """Drop this process's claims on ``captions`` (their images and records are written)."""
+        for caption in captions:
+            path = self.path / f".{caption.id}{CLAIM_SUFFIX}"
+            fd = _CLAIMS.pop(path, None)
+            if fd is not None:
+                path.unlink(missing_ok=True)  # while still locked: a waiting process re-checks and skips
+                os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _clear_stale_claims(folder: Path) -> None:
+    """Remove claim files no live process holds (left by a crash)."""
+    for path in folder.glob(f".*{CLAIM_SUFFIX}"):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                path.unlink()
+        except BlockingIOError:
+            pass  # a live process is generating that id
+        finally:
+            os.close(fd)
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process whose pid is in the temporary file's name (``.<name>.<pid>.tmp``) still runs."""
+    try:
+        pid = int(tmp.name[: -len(TMP_SUFFIX)].rsplit(".", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: The PNG signature and the end of its last (IEND) chunk.
+PNG_SIGNATURE, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def whole_png(path: PathLike) -> bool:
+    """Whether ``path`` is a complete PNG: its signature, an IEND chunk at the very end, and every chunk's
+    CRC as PIL's ``verify`` checks them (so truncated, overwritten or bit-flipped files fail)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - len(PNG_END), 0))
+            tail = handle.read()
+        if head != PNG_SIGNATURE or tail != PNG_END:
+            return False
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises SyntaxError, OSError, ValueError, struct.error … on broken files
+        return False
 
 
 def to_uint8(images: Any) -> np.ndarray:
@@ -474,6 +603,9 @@ def generate_images(
     made = 0
     for alpha_bar, group in groups.items():
         for batch in chunks(group, batch_size):
+            batch = folder.claim(batch)  # without ids another process is generating or has finished
+            if not batch:
+                continue
             generators = [image_generator(seed, c.id) for c in batch]
             prompts = [c.caption for c in batch]
             with _alpha_bar_at(pipe.scheduler, guidance.reference_timestep, alpha_bar):
@@ -505,6 +637,7 @@ def generate_images(
                 }
                 for i, c in enumerate(batch)
             )
+            folder.release(batch)
             made += len(batch)
             if progress is not None:
                 progress.update(len(batch))
