@@ -11,6 +11,10 @@
   refuses to mix runs with different settings.
 * :func:`generate_images` is the generation loop itself, over :class:`nlg.NoiseLevelGuidance`; it
   saves ``uint8(clip(255·x, 0, 255))`` (truncation, as the reference does), not diffusers' rounding.
+  It claims each id first (:meth:`RunFolder.claim`, an ``flock``), so two runs on one folder never
+  make or record an image twice; :meth:`RunFolder.prepare` removes damaged PNGs (:func:`whole_png`),
+  so a resume regenerates them.
+* :func:`run_cli` reports a full disk in one line (exit code 1); rerunning the command resumes.
 """
 
 from __future__ import annotations
