@@ -50,6 +50,7 @@ __all__ = [
     "atomic_write",
     "Manifest",
     "RunFolder",
+    "whole_png",
     "generate_images",
 ]
 
