@@ -62,3 +62,16 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     assert pipe.scheduler.config.prediction_type == "epsilon"
     assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
     assert pipe.vae.config.scaling_factor == pytest.approx(meta["latent_scaling_factor"])
+
+
+def test_init_from_keeps_the_vae_and_fine_tunes_unet_and_text_encoder(tmp_path):
+    first = train(tmp_path / "first", settings=TINY, progress=False, log=lambda _: None)
+    settings = dict(TINY, init_from=str(tmp_path / "first"), steps=2, seed=1, min_snr_gamma=5.0)
+    second = train(tmp_path / "second", settings=settings, progress=False, log=lambda _: None)
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert second["sha256"][vae] == first["sha256"][vae] and second["init_from_sha256"] == first["sha256"]
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert second["sha256"][part] != first["sha256"][part]
+    assert second["latent_scaling_factor"] == first["latent_scaling_factor"]
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        train(tmp_path / "third", settings=dict(TINY, init_from=str(tmp_path)), progress=False, log=lambda _: None)
