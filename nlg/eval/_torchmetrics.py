@@ -23,7 +23,26 @@ from __future__ import annotations
 from typing import Any, List, Sequence, Tuple
 
 import torch
+import torchmetrics
 from torch import Tensor
+
+#: The oldest torchmetrics whose ``CLIPScore`` takes a callable model loader (1.6.3 fails, 1.7.0 passes).
+MIN_TORCHMETRICS = (1, 7)
+
+
+def _release(version: str) -> tuple:
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+if _release(torchmetrics.__version__) < MIN_TORCHMETRICS:
+    raise ImportError(
+        f"nlg.eval's metrics need torchmetrics>=1.7,<2, found {torchmetrics.__version__}: "
+        "pip install 'torchmetrics>=1.7,<2'"
+    )
 
 __all__ = [
     "INCEPTION_SCORE_FEATURES",
