@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -31,6 +32,8 @@ __all__ = [
     "stream",
     "write_clip_scores",
     "read_clip_scores",
+    "write_geneval_captions",
+    "read_geneval_metadata",
 ]
 
 PathLike = Union[str, Path]
@@ -92,10 +95,10 @@ def real_images(
     return shuffled(paths, rng)[:count]
 
 
-def _to_tensor(image: Any, size: int) -> Tensor:
+def _to_tensor(image: Any, size: Optional[int]) -> Tensor:
     from PIL import Image
 
-    resized = image.resize((size, size), Image.BILINEAR)
+    resized = image if size is None else image.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
@@ -104,7 +107,8 @@ class ImageFiles(Dataset):
 
     Args:
         paths (`Sequence[Path]`): image files.
-        sizes (`Dict[str, int]`): output key → square size, e.g. ``{"inception": 299, "clip": 224}``.
+        sizes (`Dict[str, Optional[int]]`): output key → square size, e.g. ``{"inception": 299, "clip": 224}``;
+            ``None`` keeps the image's own size.
         ids (`Sequence[int]`, *optional*): an id per image, returned as ``id``.
         captions (`Sequence[str]`, *optional*): a caption per image, returned as ``caption``.
     """
@@ -113,7 +117,7 @@ class ImageFiles(Dataset):
         self,
         paths: Sequence[Path],
         *,
-        sizes: Mapping[str, int],
+        sizes: Mapping[str, Optional[int]],
         ids: Optional[Sequence[int]] = None,
         captions: Optional[Sequence[str]] = None,
     ) -> None:
@@ -213,3 +217,43 @@ def read_clip_scores(path: PathLike, *, name: str = "clip_scores_load_path") -> 
     if not scores:
         raise ValueError(f"{name}: {path} holds no scores")
     return scores
+
+
+def write_geneval_captions(path: PathLike, prompts: Sequence[Mapping[str, Any]], *, images_per_prompt: int = 1) -> Path:
+    """Write GenEval ``evaluation_metadata.jsonl`` rows as a COCO captions JSON for the experiment scripts.
+
+    Prompt ``i`` gets the annotations ``id = i·images_per_prompt + r`` (r = 0 … images_per_prompt − 1),
+    ``image_id = i``, ``caption = row["prompt"]``, and the row itself under ``"geneval"`` (read back by
+    :func:`read_geneval_metadata`; :func:`nlg.eval.runs.load_captions` ignores it).
+
+    Args:
+        path (`str` or `Path`): the JSON to write (atomically).
+        prompts (`Sequence[Mapping]`): rows with at least ``prompt`` and ``tag``.
+        images_per_prompt (`int`, defaults to 1): images per prompt (GenEval uses 4).
+    """
+    if isinstance(images_per_prompt, bool) or not isinstance(images_per_prompt, int) or images_per_prompt < 1:
+        raise ValueError(f"images_per_prompt must be an int >= 1, got {images_per_prompt!r}")
+    annotations = []
+    for i, row in enumerate(prompts):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("tag"), str):
+            raise ValueError(f"prompts[{i}] needs a string 'prompt' and 'tag', got {dict(row)!r:.200}")
+        for r in range(images_per_prompt):
+            annotations.append({"id": i * images_per_prompt + r, "image_id": i, "caption": row["prompt"], "geneval": dict(row)})
+    if not annotations:
+        raise ValueError("prompts is empty")
+    data = (json.dumps({"annotations": annotations}, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    atomic_write(path, lambda handle: handle.write(data))
+    return Path(path)
+
+
+def read_geneval_metadata(path: PathLike, *, name: str = "prompts_path") -> Dict[int, Dict[str, Any]]:
+    """Caption id → its GenEval metadata, from a captions JSON written by :func:`write_geneval_captions`.
+
+    Raises:
+        ValueError: naming ``name`` if no annotation carries ``"geneval"`` metadata.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    found = {a["id"]: a["geneval"] for a in data.get("annotations", []) if isinstance(a, dict) and isinstance(a.get("geneval"), dict)}
+    if not found:
+        raise ValueError(f"{name}: {path} has no GenEval metadata (write it with nlg.eval.datasets.write_geneval_captions)")
+    return found

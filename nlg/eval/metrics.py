@@ -100,8 +100,8 @@ class _OrderedInceptionScore(InceptionScore):
     is drawn from a fixed seed, so the score does not depend on batches, shards or process count.
     """
 
-    def __init__(self, splits: int, seed: int) -> None:
-        super().__init__(feature=_Precomputed(1008), splits=splits)
+    def __init__(self, splits: int, seed: int, num_classes: int = 1008) -> None:
+        super().__init__(feature=_Precomputed(num_classes), splits=splits)
         self.seed = seed
         self.add_state("ids", [], dist_reduce_fx="cat")
 
@@ -227,6 +227,10 @@ class GenerationMetrics(nn.Module):
         local_files_only (`bool`, defaults to False): never contact the hub for CLIP.
         is_splits (`int`, defaults to 10): Inception Score splits.
         seed (`int`, defaults to 0): seeds the Inception Score split permutation.
+        feature_extractor (`nn.Module`, *optional*): replaces InceptionV3 (torchmetrics' custom
+            ``feature`` route): maps uint8 ``(B, 3, H, W)`` images to ``(features (B, D), logits (B, C))``
+            and has the attributes ``num_features`` (D) and ``num_classes`` (C); FID is then computed on
+            its features and the Inception Score on ``softmax(logits)``.  ``inception_weights`` is unused.
     """
 
     def __init__(
@@ -237,18 +241,32 @@ class GenerationMetrics(nn.Module):
         local_files_only: bool = False,
         is_splits: int = 10,
         seed: int = 0,
+        feature_extractor: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         if isinstance(is_splits, bool) or not isinstance(is_splits, int) or is_splits < 1:
             raise ValueError(f"is_splits must be an int >= 1, got {is_splits!r}")
-        self.inception = InceptionFeatures(inception_weights).to(memory_format=torch.channels_last)
-        self.fid = FrechetInceptionDistance(feature=_Precomputed(2048))
-        self.inception_score = _OrderedInceptionScore(is_splits, seed)
+        if feature_extractor is None:
+            self.inception: nn.Module = InceptionFeatures(inception_weights).to(memory_format=torch.channels_last)
+            num_features, num_classes = 2048, 1008
+        else:
+            if not isinstance(feature_extractor, nn.Module):
+                raise TypeError(f"feature_extractor must be a torch.nn.Module, got {type(feature_extractor).__name__}")
+            num_features = getattr(feature_extractor, "num_features", None)
+            num_classes = getattr(feature_extractor, "num_classes", None)
+            if not all(isinstance(n, int) and n >= 1 for n in (num_features, num_classes)):
+                raise ValueError("feature_extractor needs int attributes num_features and num_classes >= 1")
+            self.inception = feature_extractor
+        self.fid = FrechetInceptionDistance(feature=_Precomputed(num_features))
+        self.inception_score = _OrderedInceptionScore(is_splits, seed, num_classes)
         self.clip_score = None if clip_model is None else PerImageCLIPScore(clip_model, local_files_only=local_files_only)
 
     def _features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        device = next(self.inception.parameters()).device
-        return self.inception(images.to(device).contiguous(memory_format=torch.channels_last))
+        parameter = next(self.inception.parameters(), None)
+        images = images if parameter is None else images.to(parameter.device)
+        if isinstance(self.inception, InceptionFeatures):
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.inception(images)
 
     @torch.inference_mode()
     def update_fake(
