@@ -174,6 +174,8 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
         for s in (0.0, 1.0) for signal, threshold, window, eta, kmax in stop_grid(quick, s)
     ]
     per_section["frontier"] = frontier_grid(model, quick)
+    per_section["frontier2"] = frontier_extra(model)
+    per_section["check"] = frontier_check(model)
     return [spec for name in names for spec in per_section[name]]
 
 
@@ -209,6 +211,24 @@ def frontier_grid(model: str, quick: bool) -> List[Spec]:
     nlg += [("frontier", 0.75, euler(2, 2.0, reference=base)), ("frontier", 1.0, euler(2, 1.0, noise_level=0.05, reference=base)),
             ("frontier", 1.0, euler(2, 1.0, reference=early)), ("frontier", 1.0, euler(2, 2.0, reference=base))]
     return specs[:2] + nlg[:4] + specs[2:] + nlg[4:]
+
+
+def _gate(threshold: float, kmax: int, eta: float = 1.0, reference: Optional[float] = None) -> Refiner:
+    return Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_threshold=threshold, reference=reference)
+
+
+def frontier_extra(model: str) -> List[Spec]:
+    """Second-round frontier candidates near the first round's best (CFG 1 + very short or gated NLG)."""
+    base = None if model == "digits" else 0.98
+    return [("frontier", 1.0, _gate(-0.15, 10, reference=base)), ("frontier", 1.0, euler(1, 0.5, reference=base)),
+            ("frontier", 1.0, _gate(-0.1, 20, eta=0.5, reference=base))]
+
+
+def frontier_check(model: str) -> List[Spec]:
+    """Plain CFG 1 and the two closest candidates, meant for ``--seed 1``: how much the frontier moves by chance."""
+    base = None if model == "digits" else 0.98
+    return [("frontier", 1.0, Refiner()), ("frontier", 1.0, _gate(-0.1, 10, reference=base)),
+            ("frontier", 1.0, euler(2, 0.5, reference=base))]
 
 
 def key_of(model: str, section: str, scale: float, refiner: Refiner, samples: int, seed: int) -> str:
@@ -324,7 +344,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("digits", "flow"), default="digits")
     parser.add_argument("--sections", nargs="+", default=["cost", "clip", "schedule", "stop", "frontier"],
-                        choices=("cost", "clip", "schedule", "stop", "frontier"))
+                        choices=("cost", "clip", "schedule", "stop", "frontier", "frontier2", "check"),
+                        help="check: plain CFG 1 and the two closest frontier candidates, for a second --seed")
     parser.add_argument("--quick", action="store_true", help="few rows, 5 samples per digit, 200-step flow model")
     parser.add_argument("--full", action="store_true", help="every variation at CFG scales 0 and 1 (default: the published subset)")
     parser.add_argument("--samples-per-class", type=int, default=None, help="default 100 (5 with --quick)")

@@ -63,12 +63,6 @@ def _baseline(rows: List[Dict[str, Any]], row: Dict[str, Any], **match: Any) -> 
     return None
 
 
-def _with_time_ratio(rows: List[Dict[str, Any]]) -> None:
-    for row in rows:
-        plain = _baseline(rows, row, kind="none")
-        row["time_ratio"] = _f(row, "total_seconds") / _f(plain, "total_seconds") if plain else ""
-
-
 def _k20(rows: List[Dict[str, Any]], row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return _baseline(rows, row, section="cost", kind="euler", steps="20", noise_level="0.001", clip_threshold="0.5")
 

@@ -1,0 +1,58 @@
+"""``benchmarks/nlg_cost.py --quick``: runs end to end, writes CSV + Markdown + PNG, and resumes without recomputing."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "nlg_cost.py"
+
+
+def _run(out_dir: Path, *extra: str) -> str:
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--sections", "cost", "--samples-per-class", "2",
+           "--out-dir", str(out_dir), *extra]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _rows(path: Path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quick_run_writes_results_and_resumes(tmp_path):
+    first = _run(tmp_path)
+    rows = _rows(tmp_path / "nlg_cost.csv")
+    # 2 scales × (plain, K = 20, 4, 1) + the noise-scaled K = 1 at scale 0: every row once, 20 images each.
+    assert len(rows) == 9 and len({r["key"] for r in rows}) == 9
+    assert {r["samples"] for r in rows} == {"20"}
+    for row in rows:
+        k = int(row["steps"])
+        expected = 0 if row["kind"] == "none" else k
+        assert float(row["mean_evals"]) == expected
+        if row["kind"] != "none":
+            assert float(row["path_length"]) == pytest.approx(20.0)
+        assert 0.0 <= float(row["accuracy"]) <= 1.0
+    assert (tmp_path / "nlg_cost.md").read_text().count("| ") > 10
+    assert (tmp_path / "nlg_cost.png").stat().st_size > 1000
+    assert not list(tmp_path.glob("*.tmp"))
+    # A rerun finds every key done: nothing is sampled again and the CSV is unchanged.
+    second = _run(tmp_path)
+    assert "acc " in first and "acc " not in second
+    assert _rows(tmp_path / "nlg_cost.csv") == rows
+
+
+def test_append_row_merges_rows_written_by_another_process(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from nlg_cost import append_row, read_rows
+
+    path = tmp_path / "nlg_cost.csv"
+    append_row(path, {"key": "a", "model": "digits", "accuracy": 0.5})
+    append_row(path, {"key": "b", "model": "flow", "accuracy": 0.25})
+    append_row(path, {"key": "a", "model": "digits", "accuracy": 0.75})  # a rerun replaces its own row
+    rows = read_rows(path)
+    assert [(r["key"], r["accuracy"]) for r in rows] == [("b", "0.25"), ("a", "0.75")]
