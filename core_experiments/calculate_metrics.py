@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", default=4, type=int, help="DataLoader workers decoding images.")
     p.add_argument("--is_splits", default=10, type=int, help="Inception Score splits.")
     p.add_argument("--seed", default=0, type=int, help="Seeds the real-image subset (as the reference: 0) and the IS splits.")
+    p.add_argument("--is_split_order", default="reference", choices=["reference", "id"],
+                   help="Inception Score split: the reference's (file-name order, its generator state) or by id.")
     p.add_argument("--real_image_glob", default="*.jpg", help="Real image files (reference: *.jpg, case-sensitive).")
     p.add_argument("--skip_bad_images", action="store_true", help="Skip unreadable images instead of stopping.")
     p.add_argument("--output_json", default=None, help="Where to write the figures (default: <fake_image_dir>/metrics.json).")
@@ -161,6 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         local_files_only=args.local_files_only,
         is_splits=args.is_splits,
         seed=args.seed,
+        inception_score_order=args.is_split_order,
     ).to(state.device)
 
     skipped: List[str] = []
@@ -204,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     figures["skipped_images"] = sorted(skipped)
     figures["settings"] = {
         k_: getattr(args, k_)
-        for k_ in ("real_image_dir", "fake_image_dir", "prompts_path", "clip_scores_load_path", "inception_weights", "clip_model", "is_splits", "seed", "real_image_glob", "feature_extractor", "geneval")
+        for k_ in ("real_image_dir", "fake_image_dir", "prompts_path", "clip_scores_load_path", "inception_weights", "clip_model", "is_splits", "seed", "real_image_glob", "feature_extractor", "geneval", "is_split_order")
     }
     figures["settings"]["num_processes"] = state.num_processes
 

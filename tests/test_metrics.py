@@ -186,29 +186,57 @@ def test_clip_score_files_round_trip_and_read_reference_files(tmp_path):
         read_clip_scores(reference)
 
 
-def test_torchmetrics_contract_inception_score_split_and_feeding_order():
-    """torchmetrics permutes with torch.randperm from the global generator, which the metric seeds."""
+@pytest.mark.parametrize("order", ["id", "reference"])
+def test_torchmetrics_contract_inception_score_split_and_feeding_order(nets, order):
+    """torchmetrics permutes with torch.randperm from the global generator, which the metric sets up.
+
+    ``id``: logits by id, ``torch.manual_seed(0)``.  ``reference``: as the reference script, logits in
+    the order of their file names sorted as strings ("10.png" < "100.png" < "2.png"), and the generator
+    at seed 0 after FID's and IS's InceptionV3 were built (torchmetrics' own classes here).
+    """
     from nlg.eval.metrics import _OrderedInceptionScore
 
     logits = 3 * torch.randn(6, 1008, generator=torch.Generator().manual_seed(5))
-    ids = torch.tensor([5, 3, 0, 4, 1, 2])
-    metric = _OrderedInceptionScore(splits=2, seed=0)
+    ids = torch.tensor([5, 3, 10, 4, 100, 2])
+    metric = _OrderedInceptionScore(splits=2, seed=0, order=order)
     metric.update(logits[:3], ids[:3])
     metric.compute()  # a compute in between must not disturb the states
     metric.update(logits[3:], ids[3:])
     mean, std = metric.compute()
-    # By hand: logits in id order, permuted by randperm under seed 0, two splits, exp(mean KL(p(y|x) || p(y))).
-    by_id = logits[ids.argsort()]
-    torch.manual_seed(0)
-    by_id = by_id[torch.randperm(6)]
+    # By hand: ordered logits, permuted by randperm, two splits, exp(mean KL(p(y|x) || p(y))).
+    if order == "id":
+        ordered = logits[ids.argsort()]
+        torch.manual_seed(0)
+    else:
+        names = [f"{i}.png" for i in ids.tolist()]
+        ordered = logits[[names.index(n) for n in sorted(names)]]
+        torch.manual_seed(0)
+        for _ in range(2):
+            NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                               feature_extractor_weights_path=str(nets["inception"]))
+    ordered = ordered[torch.randperm(6)]
     scores = []
-    for part in by_id.chunk(2):
+    for part in ordered.chunk(2):
         p = part.softmax(dim=1)
         marginal = p.mean(dim=0, keepdim=True)
         scores.append(torch.exp((p * (p.log() - marginal.log())).sum(dim=1).mean()))
     assert float(mean) == pytest.approx(float(torch.stack(scores).mean()), rel=1e-5)
     assert float(std) == pytest.approx(float(torch.stack(scores).std()), rel=1e-4, abs=1e-6)
     assert float(mean) > 1.05
+
+
+def test_the_two_split_orders_differ(nets):
+    """Otherwise the test above could not tell them apart."""
+    from nlg.eval.metrics import _OrderedInceptionScore
+
+    logits = 3 * torch.randn(6, 1008, generator=torch.Generator().manual_seed(5))
+    ids = torch.tensor([5, 3, 10, 4, 100, 2])
+    results = []
+    for order in ("id", "reference"):
+        metric = _OrderedInceptionScore(splits=2, seed=0, order=order)
+        metric.update(logits, ids)
+        results.append(float(metric.compute()[0]))
+    assert abs(results[0] - results[1]) > 1e-3 * results[0]
 
 
 def test_real_image_subset_equals_the_reference(tmp_path):

@@ -15,7 +15,8 @@ rather than silently changing a figure.  Needs ``torchmetrics>=1.7,<2`` (1.7 is 
   ``FrechetInceptionDistance``; :data:`INCEPTION_SCORE_FEATURES`, the ``features`` list state of
   ``InceptionScore``;
 * :func:`seeded_inception_score`: ``InceptionScore.compute`` permutes the images with
-  ``torch.randperm(n)`` from the *global* generator before splitting; this seeds that draw.
+  ``torch.randperm(n)`` from the *global* generator before splitting; this seeds that draw, optionally
+  advanced as the reference script's generator is at that point (:func:`advance_as_reference`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "add_clip_scores",
     "fid_count",
     "seeded_inception_score",
+    "advance_as_reference",
 ]
 
 #: ``InceptionScore``'s list state of fed logits.
@@ -82,10 +84,35 @@ def fid_count(fid: Any, real: bool) -> int:
         return int(fid.real_features_num_samples if real else fid.fake_features_num_samples)
 
 
-def seeded_inception_score(metric: Any, logits: Tensor, seed: int) -> Tuple[Tensor, Tensor]:
+def advance_as_reference(networks: int = 2) -> None:
+    """Advance the global torch generator as building ``networks`` torch-fidelity InceptionV3 networks does.
+
+    The reference metrics script seeds torch with 0, then builds FID's and the Inception Score's
+    InceptionV3 (``FrechetInceptionDistance()``, ``InceptionScore()``), whose layers draw their random
+    initialisation from the global generator before the weights are loaded, and only then computes the
+    Inception Score.  This builds the same layers (no weights loaded) and throws them away.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Layers(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:  # keep the random layers
+            return None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pt"
+        torch.save({}, empty)
+        for _ in range(networks):
+            _Layers("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+
+
+def seeded_inception_score(metric: Any, logits: Tensor, seed: int, *, as_reference: bool = False) -> Tuple[Tensor, Tensor]:
     """torchmetrics' ``InceptionScore.compute`` (unwrapped: no sync, no cache) on ``logits`` in this order,
-    its split permutation drawn after ``torch.manual_seed(seed)``.  The global generator and the
-    metric's states are restored afterwards.  Call it from an (already synced) ``compute``."""
+    its split permutation drawn after ``torch.manual_seed(seed)`` (and, with ``as_reference``,
+    :func:`advance_as_reference`).  The global generator and the metric's states are restored
+    afterwards.  Call it from an (already synced) ``compute``."""
     from torchmetrics.image.inception import InceptionScore
 
     original: List[Tensor] = getattr(metric, INCEPTION_SCORE_FEATURES)
@@ -93,6 +120,8 @@ def seeded_inception_score(metric: Any, logits: Tensor, seed: int) -> Tuple[Tens
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if as_reference:
+                advance_as_reference()
             return InceptionScore.compute(metric)
     finally:
         setattr(metric, INCEPTION_SCORE_FEATURES, original)

@@ -96,13 +96,21 @@ class _Precomputed(nn.Module):
 class _OrderedInceptionScore(InceptionScore):
     """torchmetrics' ``InceptionScore`` on precomputed logits, made independent of feeding order.
 
-    The logits are sorted by image id before torchmetrics' random split, and the split permutation
-    is drawn from a fixed seed, so the score does not depend on batches, shards or process count.
+    Before torchmetrics' random split the logits are put in a fixed order and the split permutation is
+    drawn from a fixed seed, so the score does not depend on batches, shards or process count.
+    ``order="reference"``: the order of the reference script (file names ``<id>.png`` sorted as
+    strings) and its generator state (seed, then two InceptionV3 initialisations); ``order="id"``: by
+    id, the permutation drawn right after ``torch.manual_seed(seed)``.
     """
 
-    def __init__(self, splits: int, seed: int, num_classes: int = 1008) -> None:
+    ORDERS = ("reference", "id")
+
+    def __init__(self, splits: int, seed: int, num_classes: int = 1008, order: str = "reference") -> None:
         super().__init__(feature=_Precomputed(num_classes), splits=splits)
+        if order not in self.ORDERS:
+            raise ValueError(f"inception_score_order must be one of {self.ORDERS}, got {order!r}")
         self.seed = seed
+        self.order = order
         self.add_state("ids", [], dist_reduce_fx="cat")
 
     def update(self, logits: Tensor, ids: Tensor) -> None:  # type: ignore[override]
@@ -113,8 +121,13 @@ class _OrderedInceptionScore(InceptionScore):
         features = dim_zero_cat(getattr(self, INCEPTION_SCORE_FEATURES))
         if features.shape[0] < self.splits:
             raise ValueError(f"is_splits: {self.splits} splits need at least as many images, got {features.shape[0]}")
-        by_id = features[dim_zero_cat(self.ids).argsort().to(features.device)]
-        return seeded_inception_score(self, by_id, self.seed)
+        ids = dim_zero_cat(self.ids).tolist()
+        if self.order == "reference":
+            order = sorted(range(len(ids)), key=lambda j: f"{ids[j]}.png")
+        else:
+            order = sorted(range(len(ids)), key=lambda j: ids[j])
+        ordered = features[torch.tensor(order, device=features.device)]
+        return seeded_inception_score(self, ordered, self.seed, as_reference=self.order == "reference")
 
 
 class _CLIPFeatures(nn.Module):
@@ -227,6 +240,10 @@ class GenerationMetrics(nn.Module):
         local_files_only (`bool`, defaults to False): never contact the hub for CLIP.
         is_splits (`int`, defaults to 10): Inception Score splits.
         seed (`int`, defaults to 0): seeds the Inception Score split permutation.
+        inception_score_order (`str`, defaults to ``"reference"``): how the Inception Score's split is
+            drawn: ``"reference"`` reproduces the reference script's (images in file-name order, global
+            generator at ``seed`` advanced by two InceptionV3 initialisations); ``"id"`` orders by id and
+            draws right after seeding.
         feature_extractor (`nn.Module`, *optional*): replaces InceptionV3 (torchmetrics' custom
             ``feature`` route): maps uint8 ``(B, 3, H, W)`` images to ``(features (B, D), logits (B, C))``
             and has the attributes ``num_features`` (D) and ``num_classes`` (C); FID is then computed on
@@ -241,6 +258,7 @@ class GenerationMetrics(nn.Module):
         local_files_only: bool = False,
         is_splits: int = 10,
         seed: int = 0,
+        inception_score_order: str = "reference",
         feature_extractor: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
@@ -258,7 +276,7 @@ class GenerationMetrics(nn.Module):
                 raise ValueError("feature_extractor needs int attributes num_features and num_classes >= 1")
             self.inception = feature_extractor
         self.fid = FrechetInceptionDistance(feature=_Precomputed(num_features))
-        self.inception_score = _OrderedInceptionScore(is_splits, seed, num_classes)
+        self.inception_score = _OrderedInceptionScore(is_splits, seed, num_classes, inception_score_order)
         self.clip_score = None if clip_model is None else PerImageCLIPScore(clip_model, local_files_only=local_files_only)
 
     def _features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
