@@ -51,7 +51,7 @@ from .guidance import NoiseLevelGuidance
 from .core.noise_levels import NoiseLevel, check_strength, noise_level_for_strength
 from .adapters.base import ENCODE_KWARGS
 from .adapters.stable_diffusion import DiffusersAdapter
-from .core.refine import DirectionFn, GeneratorLike, accepts_index, refine_noise
+from .core.refine import DirectionFn, GeneratorLike, accepts_index, refine_noise, validate_generator
 
 __all__ = ["img2img_direction", "refined_add_noise", "Img2ImgRefinement", "NoiseLevelImg2Img"]
 
@@ -186,9 +186,7 @@ class NoiseLevelImg2Img:
             level = noise_level_for_strength(pipe.scheduler, strength, pipeline_kwargs.get("num_inference_steps", 50))
         config = self.guidance.config
         generator: GeneratorLike = pipeline_kwargs.get("generator")
-        if not (generator is None or isinstance(generator, torch.Generator) or (
-                isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator))):
-            raise TypeError(f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}")
+        validate_generator(generator)  # its length is the pipeline's to check
         encode_kwargs = {k: pipeline_kwargs[k] for k in ENCODE_KWARGS if k in pipeline_kwargs}
         _, conditioning = adapter.encode(
             prompt, num_images_per_prompt=pipeline_kwargs.get("num_images_per_prompt", 1), **encode_kwargs

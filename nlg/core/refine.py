@@ -105,14 +105,14 @@ def validate_stopping(stop_tolerance: Optional[float], stop_window: int, stop_si
         raise ValueError(f"stop_window must be an int >= 1, got {stop_window!r}")
 
 
-def validate_generator(generator: GeneratorLike, batch: int) -> None:
+def validate_generator(generator: GeneratorLike, batch: Optional[int] = None) -> None:
     """Raise a ``TypeError``/``ValueError`` naming ``generator`` unless it is None, a ``torch.Generator``,
-    or a list of ``batch`` of them."""
+    or a list of them (of length ``batch`` unless that is None)."""
     if generator is None or isinstance(generator, torch.Generator):
         return
     if not isinstance(generator, list) or not all(isinstance(g, torch.Generator) for g in generator):
         raise TypeError(f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}")
-    if len(generator) != batch:
+    if batch is not None and len(generator) != batch:
         raise ValueError(f"generator is a list of {len(generator)} generators but latents hold {batch} samples")
 
 
