@@ -22,7 +22,8 @@ SECTION_TITLES = {
     "clip": "Clipping scaled with η (per-step bound η·τ = 0.5)",
     "schedule": "Schedules: Heun steps, decaying and growing η (path length 20)",
     "stop": "Adaptive stopping (η = 1, K ≤ 20; signals from the directions)",
-    "frontier": "Frontier: plain CFG vs CFG + cheap NLG",
+    "frontier": "Frontier: plain CFG vs CFG + cheap NLG (`vs_best_plain`: Δ accuracy / Δ FD/class against the "
+                "lowest-FD plain CFG row of the same seed)",
 }
 COLUMNS = ["cfg_scale", "refiner", "mean_evals", "unet_evals", "accuracy", "fd_per_class", "fd_overall",
            "diversity_ratio"]
@@ -89,34 +90,46 @@ def goal_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
-def frontier_summary(rows: List[Dict[str, Any]], model: str) -> List[str]:
-    """Lines on the issue's frontier goal: does any CFG + NLG row dominate the best plain CFG?"""
-    plain = [r for r in rows if r["model"] == model and r["kind"] == "none"]
-    nlg = [r for r in rows if r["model"] == model and r["kind"] != "none" and r["section"] in ("frontier", "cost", "schedule", "clip", "stop")]
-    if not plain or not nlg:
+def _best_plain(rows: List[Dict[str, Any]], model: str, seed: str) -> Optional[Dict[str, Any]]:
+    plain = [r for r in rows if r["model"] == model and r["kind"] == "none" and r["seed"] == seed]
+    return min(plain, key=lambda r: (_f(r, "fd_per_class"), -_f(r, "accuracy"))) if plain else None
+
+
+def frontier_summary(rows: List[Dict[str, Any]], model: str, seed: str = "0") -> List[str]:
+    """Lines on the issue's frontier goal: does any CFG + NLG row dominate the best plain CFG (same seed)?"""
+    mine = [r for r in rows if r["model"] == model and r["seed"] == seed]
+    plain = [r for r in mine if r["kind"] == "none"]
+    nlg = [r for r in mine if r["kind"] != "none"]
+    best = _best_plain(rows, model, seed)
+    if best is None or not nlg:
         return []
-    best = min(plain, key=lambda r: (_f(r, "fd_per_class"), -_f(r, "accuracy")))
     n = int(best["samples"])
-    lines = [f"Best plain CFG on {model} (lowest per-class FD among the plain rows): scale {_cell(best['cfg_scale'])}, "
+    lines = [f"Best plain CFG on {model} (lowest per-class FD among the plain rows, seed {seed}): scale {_cell(best['cfg_scale'])}, "
              f"accuracy {_f(best, 'accuracy'):.3f} (binomial SE {binomial_se(_f(best, 'accuracy'), n):.3f}), "
              f"FD/class {_f(best, 'fd_per_class'):.2f}."]
     dominating = [r for r in nlg if _f(r, "accuracy") > _f(best, "accuracy") and _f(r, "fd_per_class") <= _f(best, "fd_per_class")]
+    better = sorted([r for r in nlg if _f(r, "accuracy") > _f(best, "accuracy")], key=lambda r: _f(r, "fd_per_class"))
     if dominating:
-        top = max(dominating, key=lambda r: _f(r, "accuracy") - 0.01 * _f(r, "fd_per_class"))
-        lines.append(f"Dominated by {len(dominating)} CFG + NLG row(s); e.g. CFG {_cell(top['cfg_scale'])} + {top['refiner']}: "
-                     f"accuracy {_f(top, 'accuracy'):.3f}, FD/class {_f(top, 'fd_per_class'):.2f}, "
-                     f"{_cell(top['mean_evals'])} evaluations.")
+        lines.append(f"Dominated by {len(dominating)} CFG + NLG row(s): " + "; ".join(
+            f"CFG {_cell(r['cfg_scale'])} + {r['refiner']} (accuracy {_f(r, 'accuracy'):.3f}, FD/class "
+            f"{_f(r, 'fd_per_class'):.2f}, {_f(r, 'mean_evals'):.2f} evaluations)" for r in dominating) + ".")
     else:
-        # The closest: the row with accuracy above the best plain CFG and the smallest FD excess.
-        better = [r for r in nlg if _f(r, "accuracy") > _f(best, "accuracy")]
-        if better:
-            top = min(better, key=lambda r: _f(r, "fd_per_class"))
-            lines.append(f"No CFG + NLG row dominates it. Closest: CFG {_cell(top['cfg_scale'])} + {top['refiner']}: accuracy "
-                         f"{_f(top, 'accuracy'):.3f}, FD/class {_f(top, 'fd_per_class'):.2f} "
-                         f"(+{_f(top, 'fd_per_class') - _f(best, 'fd_per_class'):.2f}).")
+        lines.append("No CFG + NLG row dominates it.")
+    if better:
+        lines.append("Closest rows with higher accuracy (smallest FD/class): " + "; ".join(
+            f"CFG {_cell(r['cfg_scale'])} + {r['refiner']}: accuracy {_f(r, 'accuracy'):.3f}, FD/class "
+            f"{_f(r, 'fd_per_class'):.2f} ({_f(r, 'fd_per_class') - _f(best, 'fd_per_class'):+.2f})" for r in better[:3]) + ".")
     off_front = [r for r in nlg if not any(_f(p, "accuracy") >= _f(r, "accuracy") and _f(p, "fd_per_class") <= _f(r, "fd_per_class") for p in plain)]
-    lines.append(f"{len(off_front)} of {len(nlg)} CFG + NLG rows are not dominated by any plain CFG row measured.")
+    lines.append(f"{len(off_front)} of {len(nlg)} CFG + NLG rows (seed {seed}) are not dominated by any plain CFG row measured.")
     return lines
+
+
+def _vs_best(rows: List[Dict[str, Any]]) -> None:
+    """Add ``vs_best_plain`` = (Δ accuracy, Δ FD/class) against the best plain CFG of the same model and seed."""
+    for row in rows:
+        best = _best_plain(rows, row["model"], row["seed"])
+        row["vs_best_plain"] = "" if best is None or row is best else \
+            f"{_f(row, 'accuracy') - _f(best, 'accuracy'):+.3f} / {_f(row, 'fd_per_class') - _f(best, 'fd_per_class'):+.2f}"
 
 
 def _table(rows: Sequence[Dict[str, Any]], columns: Sequence[str]) -> List[str]:
@@ -176,6 +189,7 @@ def write_report(csv_path: Path, out_dir: Path) -> Path:
     rows: List[Dict[str, Any]] = read_rows(csv_path)
     for row in rows:
         row["refiner"] = _label(row["refiner"])
+    _vs_best(rows)
     lines = ["# nlg_cost: NLG at a fraction of the cost (issue 12)", "",
              "Generated by `benchmarks/nlg_cost.py` from `nlg_cost.csv`. `mean_evals`: direction evaluations of the "
              "refinement per image (one CFG pair = 2 UNet evaluations each); `unet_evals` adds the 25 sampler steps "
@@ -194,14 +208,16 @@ def write_report(csv_path: Path, out_dir: Path) -> Path:
             part = [r for r in mine if r["section"] == section]
             if not part:
                 continue
-            lines += [f"### {SECTION_TITLES[section]}", ""] + _table(part, COLUMNS) + [""]
-        goals = [g for g in goal_rows(mine)]
+            columns = COLUMNS + (["seed", "vs_best_plain"] if section == "frontier" else [])
+            lines += [f"### {SECTION_TITLES[section]}", ""] + _table(part, columns) + [""]
+        order = {"cost": 0, "clip": 1, "schedule": 2, "stop": 3}
+        goals = sorted(goal_rows(mine), key=lambda g: (order[g["section"]], float(g["cfg_scale"])))
         if goals:
             lines += ["### Against the cost goal (≥ 40% fewer evaluations than K = 20, accuracy within 0.5 points, "
                       "per-class FD no worse)", ""]
             lines += _table(goals, ["section", "cfg_scale", "refiner", "mean_evals", "saved", "d_accuracy_points",
                                     "d_fd_per_class", "meets_goal"]) + [""]
-        summary = frontier_summary(mine, model)
+        summary = frontier_summary(mine, model) + frontier_summary(mine, model, seed="1")
         if summary:
             lines += ["### Against the frontier goal", ""] + [f"- {s}" for s in summary] + [""]
     md = out_dir / "nlg_cost.md"
