@@ -327,7 +327,8 @@ def timing(model: Any, out_dir: Path, *, scale: float, images: int, rounds: int,
                          min_ratio=min(ratios), max_ratio=max(ratios)))
     path = out_dir / f"nlg_cost_timing_{model.name}.md"
     lines = [f"# nlg_cost timing ({model.name})", "",
-             f"`python benchmarks/nlg_cost.py --model {model.name} --timing`: {len(labels)} images at CFG scale {scale:g}, "
+             f"`python benchmarks/nlg_cost.py --model {model.name} --timing --timing-images {images} --timing-rounds {rounds}`: "
+             f"{len(labels)} images at CFG scale {scale:g}, "
              f"refinement + {SAMPLER_STEPS} sampler steps, the configurations interleaved in {rounds} rounds on one "
              f"thread; ratios are per round (same round's plain CFG), then the median. Weights sha256 `{model.sha256}`. "
              f"Plain CFG median: {base:.2f} s.", "",
