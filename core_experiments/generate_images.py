@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", required=True, help="Folder under which the run's image folder is created.")
     p.add_argument("--prompts_path", required=True, help="MS-COCO captions JSON ({'annotations': [...]}).")
-    p.add_argument("--stable_diffusion_path", default="stabilityai/stable-diffusion-2-1", help="Hub id or local folder.")
+    p.add_argument("--stable_diffusion_path", default="stabilityai/stable-diffusion-2-1",
+                   help="Hub id or local folder; 'shapes' is nlg's own offline shapes model (nlg.shapes).")
     p.add_argument("--total_images", default=30000, type=int, help="Number of images (the first N shuffled captions).")
     p.add_argument("--inference_steps", default=20, type=int, help="Sampler steps N.")
     p.add_argument("--batch_size", default=8, type=int, help="Images per pipeline call (does not change images).")
@@ -144,10 +145,13 @@ def load_pipeline(args: argparse.Namespace, dtype: torch.dtype, device: torch.de
     """``DiffusionPipeline.from_pretrained`` (hub id or local folder) with the chosen sampler, on ``device``."""
     import diffusers
 
+    path, local_only = args.stable_diffusion_path, args.local_files_only
+    if path == "shapes":
+        from nlg.shapes import DEFAULT_PIPELINE
+
+        path, local_only = str(DEFAULT_PIPELINE), True
     try:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(
-            args.stable_diffusion_path, torch_dtype=dtype, local_files_only=args.local_files_only
-        )
+        pipe = diffusers.DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as err:
         raise ValueError(f"--stable_diffusion_path: cannot load {args.stable_diffusion_path!r}: {err}") from err
     pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
