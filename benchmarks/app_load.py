@@ -7,7 +7,7 @@ requests, failures (a good request that errored, or a bad one that was accepted)
 per request (wall time from submit to answer, so it includes waiting in the app's one-at-a-time queue),
 throughput, and the server's VmRSS before and after.  Writes ``benchmarks/results/app_load.{json,md}``::
 
-    .venv/bin/python benchmarks/app_load.py                       # 3 bursts of 30 requests, 6 at a time
+    .venv/bin/python benchmarks/app_load.py                       # 6 bursts of 30 requests, 6 at a time
     .venv/bin/python benchmarks/app_load.py --quick               # 1 burst of 12 (smoke run, not written)
 
 Latency depends on the machine and on what else runs on it; the results record the CPU count and load.
@@ -68,11 +68,47 @@ def summarise(outcomes: List[Any], seconds: float, before: int, after: int, conc
     }
 
 
+def callback_memory(plan: List[Any], rounds: int) -> List[Dict[str, Any]]:
+    """The app's Generate callback alone, in this process (no gradio server): VmRSS around each round of ``plan``.
+
+    Separates memory the nlg side keeps per request from what the server layer keeps."""
+    import gc
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import torch
+
+    from nlg.app.backends import DigitsBackend
+    from nlg.app.callbacks import generate
+
+    torch.set_num_threads(1)
+    backend = DigitsBackend()
+
+    def one(request: Any) -> None:
+        try:
+            generate(backend, *request.values)
+        except Exception:  # the bad requests: gr.Error
+            pass
+
+    for request in plan[:3]:
+        one(request)
+    rows = []
+    for index in range(rounds):
+        gc.collect()
+        before = rss_kib(os.getpid())
+        for request in plan:
+            one(request)
+        gc.collect()
+        rows.append({"round": index + 1, "requests": len(plan), "rss_before_mib": round(before / 1024, 1),
+                     "rss_after_mib": round(rss_kib(os.getpid()) / 1024, 1)})
+        print(json.dumps(rows[-1]))
+    return rows
+
+
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=6)
-    parser.add_argument("--bursts", type=int, default=3)
+    parser.add_argument("--bursts", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="one burst of 12 requests; results are not written")
     args = parser.parse_args(argv)
     if args.quick:
@@ -97,14 +133,16 @@ def main(argv: List[str] | None = None) -> int:
             bursts.append(figures)
             print(json.dumps(figures))
         alive = server.alive()
+    in_process = callback_memory(plan, rounds=args.bursts)
 
     result = {
-        "command": "python benchmarks/app_load.py" + ("" if argv is None else " " + " ".join(argv)),
+        "command": " ".join(["python benchmarks/app_load.py", *(sys.argv[1:] if argv is None else argv)]),
         "server": "python -m nlg.app --host 127.0.0.1 --threads 1 (digits model)",
-        "request_mix": "every 3rd request bad (10 kinds); good ones: 1-2 seeds, 4-6 sampler steps, K 0-4",
+        "request_mix": "Every 3rd request is bad (10 kinds); the good ones ask for 1-2 seeds, 4-6 sampler steps, K 0-4",
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "python": platform.python_version()},
         "server_alive_after": alive,
         "bursts": bursts,
+        "callback_in_process": in_process,
     }
     if args.quick:
         return 0
@@ -130,6 +168,13 @@ def main(argv: List[str] | None = None) -> int:
         *rows,
         "",
         f"Server still up after the bursts: {alive}.",
+        "",
+        "The app's Generate callback alone, called in the benchmark's own process with the same requests "
+        "(no gradio server), VmRSS per round:",
+        "",
+        "| round | requests | VmRSS MiB before → after |",
+        "|---|---|---|",
+        *[f"| {r['round']} | {r['requests']} | {r['rss_before_mib']} → {r['rss_after_mib']} |" for r in in_process],
         "",
     ])
     (RESULTS / "app_load.md").write_text(text)
