@@ -176,6 +176,7 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
     per_section["frontier"] = frontier_grid(model, quick)
     per_section["frontier2"] = frontier_extra(model)
     per_section["check"] = frontier_check(model)
+    per_section["frontier3"] = [("frontier", 1.1, Refiner()), ("frontier", 1.0, euler(1, 0.25)), ("frontier", 0.9, Refiner())]
     return [spec for name in names for spec in per_section[name]]
 
 
@@ -228,7 +229,7 @@ def frontier_check(model: str) -> List[Spec]:
     """Plain CFG 1 and the two closest candidates, meant for ``--seed 1``: how much the frontier moves by chance."""
     base = None if model == "digits" else 0.98
     return [("frontier", 1.0, Refiner()), ("frontier", 1.0, _gate(-0.1, 10, reference=base)),
-            ("frontier", 1.0, euler(2, 0.5, reference=base))]
+            ("frontier", 1.0, euler(2, 0.5, reference=base)), ("frontier", 1.0, euler(1, 0.5, reference=base))]
 
 
 def key_of(model: str, section: str, scale: float, refiner: Refiner, samples: int, seed: int) -> str:
@@ -345,7 +346,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("digits", "flow"), default="digits")
     parser.add_argument("--sections", nargs="+", default=["cost", "clip", "schedule", "stop", "frontier"],
-                        choices=("cost", "clip", "schedule", "stop", "frontier", "frontier2", "check"),
+                        choices=("cost", "clip", "schedule", "stop", "frontier", "frontier2", "frontier3", "check"),
                         help="check: plain CFG 1 and the two closest frontier candidates, for a second --seed")
     parser.add_argument("--quick", action="store_true", help="few rows, 5 samples per digit, 200-step flow model")
     parser.add_argument("--full", action="store_true", help="every variation at CFG scales 0 and 1 (default: the published subset)")
