@@ -22,9 +22,7 @@ from typing import Iterator, List
 import numpy as np
 import pytest
 
-pytest.importorskip("gradio_client")
-
-from tests.helpers.app_server import (  # noqa: E402
+from tests.helpers.app_server import (
     DIGIT_SCALE,
     Outcome,
     Server,
