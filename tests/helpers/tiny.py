@@ -14,30 +14,18 @@ from typing import Any, Dict, List, Union
 import torch
 
 from nlg.eval.runs import SCHEDULERS
+from nlg.shapes.tokenizer import byte_symbols  # CLIP's byte → printable-character table
 
 __all__ = ["tiny_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline", "make_scheduler", "SCHEDULERS"]
 
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
-def _byte_alphabet() -> List[str]:
-    """The 256 printable characters GPT-2/CLIP byte-level BPE uses to stand for the 256 byte values."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
 def tiny_clip_tokenizer(model_max_length: int = 77) -> Any:
     """A CLIPTokenizer whose vocabulary is the 256 byte characters (plain and word-final), no merges."""
     from transformers import CLIPTokenizer
 
-    alphabet = _byte_alphabet()
+    alphabet = byte_symbols()
     vocab: Dict[str, int] = {}
     for token in alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]:
         vocab[token] = len(vocab)
