@@ -9,7 +9,7 @@ merges (every character is a token).  ``save_tiny_pipeline`` writes one to a fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Union
 
 import torch
 
