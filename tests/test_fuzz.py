@@ -21,7 +21,7 @@ import functools
 import io
 import math
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Sequence
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from nlg.core.noise_levels import (
     noise_level_at,
