@@ -173,6 +173,8 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
                             stop_window=window))
         for s in (0.0, 1.0) for signal, threshold, window, eta, kmax in stop_grid(quick, s)
     ]
+    per_section["stop2"] = [("stop", 0.0, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_threshold=t))
+                            for t, eta, kmax in ((0.5, 2.0, 10), (0.6, 4.0, 5))]
     per_section["frontier"] = frontier_grid(model, quick)
     per_section["frontier2"] = frontier_extra(model)
     per_section["check"] = frontier_check(model)
@@ -346,7 +348,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("digits", "flow"), default="digits")
     parser.add_argument("--sections", nargs="+", default=["cost", "clip", "schedule", "stop", "frontier"],
-                        choices=("cost", "clip", "schedule", "stop", "frontier", "frontier2", "frontier3", "check"),
+                        choices=("cost", "clip", "schedule", "stop", "stop2", "frontier", "frontier2", "frontier3", "check"),
                         help="check: plain CFG 1 and the two closest frontier candidates, for a second --seed")
     parser.add_argument("--quick", action="store_true", help="few rows, 5 samples per digit, 200-step flow model")
     parser.add_argument("--full", action="store_true", help="every variation at CFG scales 0 and 1 (default: the published subset)")
