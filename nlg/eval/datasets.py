@@ -227,7 +227,7 @@ def write_geneval_captions(path: PathLike, prompts: Sequence[Mapping[str, Any]],
     :func:`read_geneval_metadata`; :func:`nlg.eval.runs.load_captions` ignores it).
 
     Args:
-        path (`str` or `Path`): the JSON to write (atomically).
+        path (`str` or `Path`): the JSON to write (atomically; missing folders are created).
         prompts (`Sequence[Mapping]`): rows with at least ``prompt`` and ``tag``.
         images_per_prompt (`int`, defaults to 1): images per prompt (GenEval uses 4).
     """
@@ -242,6 +242,7 @@ def write_geneval_captions(path: PathLike, prompts: Sequence[Mapping[str, Any]],
     if not annotations:
         raise ValueError("prompts is empty")
     data = (json.dumps({"annotations": annotations}, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda handle: handle.write(data))
     return Path(path)
 
