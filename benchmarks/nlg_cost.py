@@ -174,7 +174,7 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
         for s in (0.0, 1.0) for signal, threshold, window, eta, kmax in stop_grid(quick, s)
     ]
     per_section["stop2"] = [("stop", 0.0, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_threshold=t))
-                            for t, eta, kmax in ((0.5, 2.0, 10), (0.6, 4.0, 5))]
+                            for t, eta, kmax in ((0.5, 2.0, 10), (0.6, 4.0, 5)) + (((0.2, 2.0, 10), (0.3, 2.0, 10)) if model == "flow" else ())]
     per_section["frontier"] = frontier_grid(model, quick)
     per_section["frontier2"] = frontier_extra(model)
     per_section["check"] = frontier_check(model)
