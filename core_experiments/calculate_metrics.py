@@ -214,8 +214,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if state.is_main_process:
         print(f"FID: {figures['fid']:.4f}")
         print(f"Inception Score: {figures['inception_score']:.4f} ± {figures['inception_score_std']:.4f}")
-        print(f"CLIP Score: {figures['clip_score']:.4f}")
-        print(f"CLIP Score (Bottom {k} Images): {figures['clip_score_bottom_k']:.4f}")
+        if clip_model is not None:
+            print(f"CLIP Score: {figures['clip_score']:.4f}")
+            print(f"CLIP Score (Bottom {k} Images): {figures['clip_score_bottom_k']:.4f}")
+        if geneval is not None:
+            print("Mini-GenEval: " + ", ".join(f"{key} {value:.4f}" for key, value in figures["geneval"].items()))
         if loaded_ids:
             print(f"CLIP Score (Bottom {len(loaded_ids)} Images of {args.clip_scores_load_path}): {figures['clip_score_bottom_k_loaded']:.4f}")
         if args.clip_scores_save_path:
