@@ -289,8 +289,12 @@ def write_rows_atomically(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
 def append_row(path: Path, row: Dict[str, Any]) -> None:
     """Add ``row`` to the CSV under an exclusive lock, merging with rows other processes wrote meanwhile."""
     import fcntl
+    import hashlib
+    import tempfile
 
-    with path.with_name(path.name + ".lock").open("w") as lock:
+    # The lock lives in the temp folder, keyed by the CSV's absolute path, so results/ holds only results.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    with (Path(tempfile.gettempdir()) / f"nlg_cost_{digest}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = [r for r in read_rows(path) if r["key"] != row["key"]]
         write_rows_atomically(path, rows + [row])

@@ -39,7 +39,7 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
         assert 0.0 <= float(row["accuracy"]) <= 1.0
     assert (tmp_path / "nlg_cost.md").read_text().count("| ") > 10
     assert (tmp_path / "nlg_cost.png").stat().st_size > 1000
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.lock"))
     # A rerun finds every key done: nothing is sampled again and the CSV is unchanged.
     second = _run(tmp_path)
     assert "acc " in first and "acc " not in second
