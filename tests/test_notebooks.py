@@ -2,7 +2,7 @@
 
 Each notebook is executed once per module with papermill: the two Stable Diffusion notebooks against
 tiny random-weight SD-1.5- and SD-2.1-shaped pipelines saved to a temporary folder (CPU, float32, a
-32×32 image, few steps), the digits notebook with its own defaults.  The last cell of every notebook
+32×32 image, few steps), the digits and shapes notebooks with their own defaults on the shipped models.  The last cell of every notebook
 writes what it produced to ``record_dir``; the tests recompute those values with the library in this
 process and compare, so a notebook that runs but shows something else fails.
 """
@@ -24,6 +24,7 @@ from tests.helpers.experiments import single_thread  # recompute on one thread, 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SD_NOTEBOOKS = {"sd15": "stable_diffusion_v1_5", "sd21": "stable_diffusion_v2_1"}
 DIGITS_NOTEBOOK = "digits_cpu"
+SHAPES_NOTEBOOK = "shapes_cpu"
 REQUIRED_PARAMETERS = {"model_id", "device", "dtype", "num_inference_steps", "height", "width"}
 COLAB_DEFAULTS = {
     "stable_diffusion_v1_5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -82,11 +83,11 @@ def execute(name: str, out_dir: Path, parameters: dict) -> Path:
 # -- static checks: every committed notebook --------------------------------------------------------
 
 
-def test_the_three_notebooks_exist():
-    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted([*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK])
+def test_the_four_notebooks_exist():
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted([*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])
 
 
-@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK])
+@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])
 def test_committed_notebook_is_stripped_of_outputs(name):
     nb = load(name)
     nbformat.validate(nb)
@@ -96,7 +97,7 @@ def test_committed_notebook_is_stripped_of_outputs(name):
     assert "widgets" not in nb.metadata and "papermill" not in nb.metadata
 
 
-@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK])
+@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])
 def test_parameters_cell_holds_the_required_parameters(name):
     defaults = parameter_defaults(load(name))
     assert REQUIRED_PARAMETERS <= set(defaults)
@@ -105,7 +106,8 @@ def test_parameters_cell_holds_the_required_parameters(name):
         assert defaults["model_id"] == COLAB_DEFAULTS[name]
         assert (defaults["device"], defaults["dtype"]) == ("cuda", "float16")
     else:
-        assert (defaults["device"], defaults["dtype"], defaults["height"], defaults["width"]) == ("cpu", "float32", 8, 8)
+        native = 32 if name == SHAPES_NOTEBOOK else 8  # the embedded models' only / native sizes
+        assert (defaults["device"], defaults["dtype"], defaults["height"], defaults["width"]) == ("cpu", "float32", native, native)
 
 
 @pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK])
@@ -114,12 +116,14 @@ def test_install_cell_is_skipped_when_nlg_is_importable(name):
     assert "pip" in install and 'find_spec("nlg") is None' in install
 
 
-@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK])
+@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])
 def test_notebooks_call_the_library_instead_of_copying_the_algorithm(name):
     sources = [cell.source for cell in code_cells(load(name))]
     assert sum("NoiseLevelGuidance(" in source for source in sources) == 1
     for fragment in ("unet(", "refine_noise", "cfg_direction", "to_epsilon", "scheduler.step", "def direction"):
         assert not any(fragment in source for source in sources), f"{name} re-implements part of NLG: {fragment!r}"
+    if name == SHAPES_NOTEBOOK:
+        return  # a short CPU tour: its one formula is checked below, the derivation is the SD notebooks' job
     markdown = squeeze(" ".join(cell.source for cell in load(name).cells if cell.cell_type == "markdown"))
     for formula in (r"\varepsilon_\theta(n, T", r"\min(1, \tau", r"\sqrt{\lambda}\, z", r"\sqrt{D} / \lVert n \rVert_2"):
         assert squeeze(formula) in markdown, f"{name} does not explain {formula!r}"
@@ -290,6 +294,56 @@ def test_digits_notebook_images_match_the_library_sample_by_sample(digits_run):
             else:
                 images = nlg(pipe, [digit] * per_class, **kwargs).images
             np.testing.assert_allclose(saved["images"][i][rows], images.numpy(), atol=1e-4)
+
+
+# -- the shapes notebook, as is ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes_notebook")
+    record_dir = execute(SHAPES_NOTEBOOK, root, {})
+    return json.loads((record_dir / "record.json").read_text()), np.load(record_dir / "images.npz")
+
+
+def test_shapes_notebook_images_are_the_pipelines_and_nlgs_for_each_seed(shapes_run):
+    """Two of the notebook's images, recomputed alone from their seeds through the public path, equal its batch."""
+    from nlg import NoiseLevelGuidance
+    from nlg.shapes import DEFAULT_GUIDANCE_SCALE, load_pipeline
+
+    record, saved = shapes_run
+    defaults = parameter_defaults(load(SHAPES_NOTEBOOK))
+    assert record["guidance_scale"] == DEFAULT_GUIDANCE_SCALE and record["num_inference_steps"] == defaults["num_inference_steps"]
+    n = len(record["texts"])
+    assert saved["plain"].shape == saved["nlg"].shape == (n, defaults["height"], defaults["width"], 3)
+    assert record["step_norms_shape"] == [defaults["refining_steps"], n]
+    pipe = load_pipeline()
+    kwargs = dict(num_inference_steps=defaults["num_inference_steps"], guidance_scale=DEFAULT_GUIDANCE_SCALE,
+                  height=defaults["height"], width=defaults["width"], output_type="np")
+    with single_thread():
+        for index in (0, n - 1):
+            text, seed = record["texts"][index], record["seeds"][index]
+            plain = pipe([text], generator=[torch.Generator().manual_seed(seed)], **kwargs).images[0]
+            guided = NoiseLevelGuidance(refining_steps=defaults["refining_steps"])(
+                pipe, [text], generator=[torch.Generator().manual_seed(seed)], **kwargs).images[0]
+            np.testing.assert_allclose(saved["plain"][index], plain, atol=1e-4)
+            np.testing.assert_allclose(saved["nlg"][index], guided, atol=1e-4)
+            assert np.abs(plain - guided).max() > 1e-3  # NLG moved the noise: a different image from the same seed
+
+
+def test_shapes_notebook_states_the_refinement_step():
+    markdown = squeeze(" ".join(cell.source for cell in load(SHAPES_NOTEBOOK).cells if cell.cell_type == "markdown"))
+    assert squeeze(r"n \leftarrow \mathrm{normalise}(n - \eta\,\mathrm{clip}(") in markdown
+
+
+def test_shapes_notebook_scores_are_the_scorers(shapes_run):
+    from nlg.shapes.geneval import load_prompts, score_image
+
+    record, saved = shapes_run
+    by_prompt = {p["prompt"]: p for p in load_prompts()}
+    for arm, images in (("plain", saved["plain"]), ("NLG", saved["nlg"])):
+        expected = [bool(score_image(im, by_prompt[t])["correct"]) for im, t in zip(images, record["texts"])]
+        assert record["correct"][arm] == expected
 
 
 # -- nlg.eval.plotting, the notebooks' figure helpers ----------------------------------------------------------
