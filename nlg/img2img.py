@@ -203,6 +203,7 @@ class NoiseLevelImg2Img:
                 clip_threshold=config["clip_threshold"], noise_level=config["noise_level"],
                 normalize_latents=config["normalize_latents"], boundary_control=config["boundary_control"],
                 stop_tolerance=config["stop_tolerance"], stop_window=config["stop_window"],
+                stop_signal=config["stop_signal"],
             )
             record.update(initial_noise=noise.clone(), noise=result.latents, step_norms=result.step_norms,
                           evaluations=result.evaluations, timestep=t_ref)

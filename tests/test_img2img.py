@@ -133,3 +133,14 @@ def test_strength_too_small_for_the_step_count_is_refused(image):
     assert "add_noise" not in vars(pipe.scheduler)
     with pytest.raises(ValueError, match="reference_timestep"):
         NoiseLevelImg2Img(NoiseLevelGuidance(reference_timestep=900))
+
+
+def test_stop_signal_reaches_the_refinement(image):
+    """A radial gate every sample passes at once (cosine ≥ −0.99, window 1) stops each image after one
+    evaluation with its noise untouched; the norm-change rule cannot stop before its second evaluation."""
+    pipe = img2img_pipe("ddim")
+    nlg = NoiseLevelImg2Img(NoiseLevelGuidance(refining_steps=6, stop_tolerance=-0.99, stop_window=1, stop_signal="radial"))
+    _, ref = nlg(pipe, ["a cat", "a dog"], image=image, strength=0.6, num_inference_steps=5,
+                 generator=torch.Generator().manual_seed(0), output_type="pt", return_refinement=True)
+    assert ref.evaluations.tolist() == [1, 1]
+    torch.testing.assert_close(ref.noise, ref.initial_noise)
