@@ -62,7 +62,7 @@ __all__ = [
 DEFAULT_PIPELINE = Path(__file__).resolve().parent / "weights" / "shapes_ldm"
 #: DDIM steps users should use.
 DEFAULT_INFERENCE_STEPS = 20
-#: The classifier-free guidance scale users should use: the best plain scale of the mini-GenEval
+#: The classifier-free guidance scale users should use, the best plain scale of the mini-GenEval
 #: (``benchmarks/shapes_geneval.py``: 20.1% overall at 6 vs 20.0% at 3 and 17.8% at 1).
 DEFAULT_GUIDANCE_SCALE = 6.0
 
