@@ -48,15 +48,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m nlg.app`` (the digits model, as ``make app`` serves it) on a free loopback port."""
+def serve(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
+    """``python -m nlg.app [extra]`` on a free loopback port: yields its URL once it answers, then stops it."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("app") / "server.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "nlg.app", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "nlg.app", "--host", "127.0.0.1", "--port", str(port), *extra],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     url = f"http://127.0.0.1:{port}"
@@ -85,6 +84,18 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The digits model, as ``make app`` serves it."""
+    yield from serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def shapes_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The shapes text-to-image model, as ``make app MODEL=shapes`` serves it."""
+    yield from serve(tmp_path_factory, "--model", "shapes", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
@@ -97,6 +108,10 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def page(browser: object, app_url: str) -> Iterator[object]:
     """A fresh page on the app; requests that leave the app are aborted and listed in ``page.external``."""
+    yield from open_page(browser, app_url)
+
+
+def open_page(browser: object, app_url: str) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.external = []
@@ -204,3 +219,30 @@ def test_concurrent_requests_are_queued(browser: object, app_url: str, page: obj
         assert [decoded(png).tobytes() for png in first] == [decoded(png).tobytes() for png in second]
     finally:
         other.close()
+
+
+def test_shapes_prompt_with_and_without_nlg(browser: object, shapes_url: str) -> None:
+    """``make app MODEL=shapes``: a free-text prompt gives the pipeline's own images, plain and refined."""
+    import torch
+
+    from nlg import NoiseLevelGuidance
+    from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
+
+    prompt, seeds = "a photo of a blue square", 2
+    for page in open_page(browser, shapes_url):
+        assert page.locator("#prompt textarea").input_value().startswith("a photo of")  # the shapes default
+        page.locator("#prompt textarea").fill(prompt)
+        set_slider(page, "num-seeds", seeds)
+        run(page, refining_steps=3)
+        plain = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in column_pngs(page, "gallery-plain", seeds)]
+        guided = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in column_pngs(page, "gallery-nlg", seeds)]
+        assert "Traceback" not in page.content() and page.external == []
+    # The first seed, recomputed with the library in this process (the page's first seed is 0).
+    pipe = load_pipeline()
+    kwargs = dict(num_inference_steps=DEFAULT_INFERENCE_STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE, output_type="np")
+    expected_plain = pipe(prompt, generator=torch.Generator().manual_seed(0), **kwargs).images[0]
+    expected_nlg = NoiseLevelGuidance(refining_steps=3)(pipe, prompt, generator=torch.Generator().manual_seed(0), **kwargs).images[0]
+    for shown, expected in ((plain[0], expected_plain), (guided[0], expected_nlg)):
+        assert shown.shape == expected.shape  # 32×32×3: the pipeline's own size
+        assert np.abs(shown.astype(float) - expected * 255).max() <= 1.0  # PIL rounding of the same floats
+    assert not np.array_equal(plain[0], guided[0])

@@ -132,6 +132,8 @@ class StableDiffusionBackend(Backend):
     kind = "sd"
     default_guidance_scale = 7.5
     default_inference_steps = 25
+    #: The prompt the page starts with.
+    default_prompt = "a red cube on a blue sphere"
 
     def __init__(self, pipe: Any, name: str) -> None:
         super().__init__()

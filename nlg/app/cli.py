@@ -66,6 +66,7 @@ def load_backend(model: Optional[str], device: Optional[str] = None, weights: Op
         backend.name = SHAPES
         backend.default_guidance_scale = DEFAULT_GUIDANCE_SCALE
         backend.default_inference_steps = DEFAULT_INFERENCE_STEPS
+        backend.default_prompt = "a photo of a red circle left of a blue square"
         return backend
     return StableDiffusionBackend.load(model, device=device)
 

@@ -57,7 +57,7 @@ def build_app(backend: Backend, *, max_queue: int = 16) -> gr.Blocks:
                 if digits:
                     condition = gr.Radio([str(d) for d in range(10)], value="3", label="digit", elem_id="digit")
                 else:
-                    condition = gr.Textbox(label="prompt", value="a red cube on a blue sphere", lines=2, elem_id="prompt")
+                    condition = gr.Textbox(label="prompt", value=backend.default_prompt, lines=2, elem_id="prompt")
                 negative = gr.Textbox(label="negative prompt", value="", visible=not digits, elem_id="negative-prompt")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="first seed", info=f"0…{MAX_SEED}", elem_id="seed")
