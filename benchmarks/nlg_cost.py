@@ -40,8 +40,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nlg_cost_models import CACHE, digits_weights_dir, flow_model, weights_sha256  # noqa: E402
-from nlg_cost_refiners import SIGNALS, Refiner, refine  # noqa: E402
+from nlg_cost_models import digits_weights_dir, flow_model, weights_sha256  # noqa: E402
+from nlg_cost_refiners import Refiner, refine  # noqa: E402
 
 from nlg import flow_direction, guidance_direction, unet_epsilon  # noqa: E402
 from nlg.digits import NULL_CLASS, DigitsEvaluator, DigitsPipeline, per_sample_generators  # noqa: E402

@@ -21,7 +21,7 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-from tests.helpers.experiments import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip, single_thread
+from tests.helpers.experiments import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip
 from tests.reference_fixture import reference_fid_real_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,12 +40,6 @@ LOADED_SCORES = {101: 50.0, 102: 1.0, 103: 40.0, 104: -0.5, 105: 30.0}  # anothe
 
 
 metrics_script = load_script(SCRIPT)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():  # tiny models on a shared 2-core machine: no oversubscription
-        yield
 
 
 def _pattern(generator: torch.Generator, height: int, width: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ from nlg import NoiseLevelGuidance
 from nlg.digits import DigitsEvaluator, DigitsPipeline, per_sample_generators
 from nlg.digits.demo import run_demo
 from nlg.digits.experiment import DigitsConfig, requested_labels, sample_digits
-from tests.test_digits_train import one_thread  # noqa: F401  (autouse: one torch thread in this module too)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,15 +9,6 @@ from nlg.digits import build_unet, load_digits_model, load_split, save_digits_mo
 from nlg.digits.train import ddpm_batch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: far faster than 2 oversubscribed ones on a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def subset():
     images, labels = load_split("train")

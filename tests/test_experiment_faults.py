@@ -31,7 +31,7 @@ from PIL import Image
 
 import nlg.eval.runs as runs
 from nlg.eval.runs import whole_png
-from tests.helpers.experiments import load_script, save_random_inception_weights, save_tiny_clip, single_thread
+from tests.helpers.experiments import load_script, save_random_inception_weights, save_tiny_clip
 from tests.helpers.tiny import save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,12 +43,6 @@ FLAGS = ["--total_images", str(TOTAL), "--refining_steps", "2", "--inference_ste
          "--batch_size", "2", "--seed", "3"]
 
 gen = load_script(GENERATE)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
 
 
 def env() -> Dict[str, str]:

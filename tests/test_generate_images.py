@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from nlg.eval.runs import Manifest, image_generator
-from tests.helpers.experiments import cpu_launch, load_script, single_thread
+from tests.helpers.experiments import cpu_launch, load_script
 from tests.helpers.tiny import save_tiny_pipeline
 from tests.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
 
@@ -47,12 +47,6 @@ COMMON = ["--total_images", "6", "--refining_steps", "3", "--inference_steps", "
 
 
 gen = load_script(SCRIPT)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():  # tiny models on a shared 2-core machine: no oversubscription
-        yield
 
 
 @pytest.fixture(scope="module")

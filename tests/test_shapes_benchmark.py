@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nlg.shapes import load_pipeline
 from nlg.shapes.geneval import load_prompts, score_image, task_accuracies
@@ -21,14 +20,6 @@ def _benchmark_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_bootstrap_interval_is_exact_for_constant_differences_and_brackets_the_mean():

@@ -21,18 +21,12 @@ from scipy.linalg import sqrtm
 from nlg.eval.datasets import write_geneval_captions
 from nlg.shapes import render, scene_from_seed
 from nlg.shapes.geneval import load_prompts, score_image, task_accuracies
-from tests.helpers.experiments import load_script, single_thread
+from tests.helpers.experiments import load_script
 from tests.reference_fixture import reference_caption_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 gen = load_script(ROOT / "core_experiments" / "generate_images.py")
 metrics_script = load_script(ROOT / "core_experiments" / "calculate_metrics.py")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,6 @@ from nlg.shapes.train import DEFAULT_TRAINING, train
 TINY = dict(DEFAULT_TRAINING, scenes=48, vae_steps=4, vae_batch_size=4, steps=4, batch_size=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Interrupt(Exception):
     pass
 

@@ -8,7 +8,7 @@ initial noise.  NLG goes through the public path only: ``NoiseLevelGuidance(...)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import torch
