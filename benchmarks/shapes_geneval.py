@@ -11,11 +11,11 @@ Configurations: plain sampling at every CFG scale of ``--scales`` (1 = no guidan
 ``NoiseLevelGuidance(refining_steps=K, step_size=η)(pipe, ...)`` for (K, η) ∈ {(20, 1), (4, 5), (2, 10)} at
 the best plain scale (chosen on these same images, which favours plain sampling) and at CFG 1.  For each
 NLG configuration the difference to plain sampling at the same CFG scale comes with a 95% paired
-bootstrap interval: prompts are resampled within each task (with all their images, in both arms),
-2000 times, seeded.  Overall accuracy is the mean of the six task accuracies, as in GenEval.
+bootstrap interval: the (plain, NLG) image pairs of the same prompt and seed are resampled within each
+task, 2000 times, seeded.  Overall accuracy is the mean of the six task accuracies, as in GenEval.
 
-Finished configurations are cached in ``--cache`` (keyed by the weights' sha256 and the settings), so
-an interrupted run resumes.
+Finished configurations' images are cached in ``--cache`` (keyed by the weights' sha256, the settings
+and the prompt texts), so an interrupted run resumes; cached images are rescored on every run.
 """
 
 from __future__ import annotations
@@ -47,46 +47,50 @@ BOOTSTRAP = 2000
 
 def run_config(pipe, config: SamplingConfig, prompts: List[Dict[str, Any]], images_per_prompt: int, seed: int,
                steps: int, cache: Path, key: str) -> Dict[str, Any]:
-    """Generate and score one configuration (or read it from the cache)."""
-    name = hashlib.sha256(f"{key}|{config}|{images_per_prompt}|{seed}|{steps}|{len(prompts)}".encode()).hexdigest()[:16]
-    path = cache / f"{name}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    """Generate one configuration (or read its images from the cache) and score them.
+
+    The cache is keyed by the weights, the configuration, the seeds and the prompt texts; the images are
+    rescored on every run, so a change to the scorer never reuses stale verdicts.
+    """
     texts = [p["prompt"] for p in prompts for _ in range(images_per_prompt)]
     seeds = [image_seed(seed, i, j) for i in range(len(prompts)) for j in range(images_per_prompt)]
     meta = [p for p in prompts for _ in range(images_per_prompt)]
-    start = time.perf_counter()
-    images = generate(pipe, texts, seeds, config, num_inference_steps=steps)
-    seconds = time.perf_counter() - start
+    digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    name = hashlib.sha256(f"{key}|{config}|{images_per_prompt}|{seed}|{steps}|{digest}".encode()).hexdigest()[:16]
+    path, images_path = cache / f"{name}.json", cache / f"{name}_images.npy"
+    if path.is_file() and images_path.is_file():
+        record = json.loads(path.read_text())
+        images = np.load(images_path)
+    else:
+        start = time.perf_counter()
+        images = generate(pipe, texts, seeds, config, num_inference_steps=steps)
+        record = {"config": config.__dict__, "name": config.name, "seconds": round(time.perf_counter() - start, 1),
+                  "unet_evals_per_image": config.unet_evals_per_image(steps)}
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp_images = images_path.with_name(images_path.stem + ".partial.npy")
+        np.save(tmp_images, images)
+        os.replace(tmp_images, images_path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
     scores = score_batch(images, meta)
-    record = {
-        "config": config.__dict__, "name": config.name, "seconds": round(seconds, 1),
-        "correct": [bool(s["correct"]) for s in scores], "off_palette": [s["off_palette"] for s in scores],
-        "unet_evals_per_image": config.unet_evals_per_image(steps),
-    }
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
-    np.save(cache / f"{name}_images.npy", images)
+    record["correct"] = [bool(s["correct"]) for s in scores]
+    record["off_palette"] = [s["off_palette"] for s in scores]
     return record
-
-
-def prompt_scores(record: Dict[str, Any], images_per_prompt: int) -> np.ndarray:
-    """Per-prompt share of correct images, shape (prompts,)."""
-    return np.asarray(record["correct"], dtype=np.float64).reshape(-1, images_per_prompt).mean(axis=1)
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, tags: Sequence[str], seed: int) -> Dict[str, Tuple[float, float, float]]:
     """Mean difference b − a per task and overall (task mean), with 95% percentile intervals.
 
-    Prompts are resampled with replacement within each task, the same prompts for both arms.
+    ``a`` and ``b`` hold one 0/1 verdict per image, paired (same prompt, same seed).  The paired images are
+    resampled with replacement within each task, :data:`BOOTSTRAP` times, seeded: the interval is that of
+    the task accuracy on this prompt set, as GenEval reports it.
     """
     generator = torch.Generator().manual_seed(seed)
     tasks = [t for t in TASKS if t in tags]
     index = {t: np.array([i for i, tag in enumerate(tags) if tag == t]) for t in tasks}
-    diff = b - a
-    draws = {t: np.empty(BOOTSTRAP) for t in tasks}
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    draws = {}
     for t in tasks:
         picks = torch.randint(0, len(index[t]), (BOOTSTRAP, len(index[t])), generator=generator).numpy()
         draws[t] = diff[index[t][picks]].mean(axis=1)
@@ -161,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         diff = None
         if config.refining_steps:
             base = records[SamplingConfig(config.guidance_scale)]
-            diff = bootstrap_difference(prompt_scores(base, per_prompt), prompt_scores(record, per_prompt), tags, seed=args.seed)
+            diff = bootstrap_difference(np.asarray(base["correct"], float), np.asarray(record["correct"], float),
+                                        image_tags, seed=args.seed)
         for task in list(TASKS) + ["overall"]:
             if task not in acc:
                 continue

@@ -63,6 +63,34 @@ def test_scorer_survives_pixel_noise():
     assert hits >= 99
 
 
+def _soft_render(objects, factor=4):
+    """The scene drawn at ``factor``× the size and box-averaged down: every edge is a blend with white."""
+    big = render([ShapeObject(o.shape, o.colour, o.x * factor, o.y * factor, o.size * factor) for o in objects],
+                 image_size=32 * factor).astype(np.float64)
+    return np.round(big.reshape(32, factor, 32, factor, 3).mean(axis=(1, 3))).astype(np.uint8)
+
+
+def test_scorer_reads_soft_edges_as_the_object_not_as_other_colours():
+    # half red + half white is nearer to yellow than to red: a nearest-colour rule would see a yellow ring
+    blend = ((np.array([220, 30, 30]) + 255) / 2).round()
+    assert np.linalg.norm(blend - [240, 200, 20]) < np.linalg.norm(blend - [220, 30, 30])
+    for colour in COLOURS:
+        image = _soft_render([ShapeObject("square", colour, 3, 5, 9)], factor=2)
+        assert [(d.shape, d.colour) for d in detect_objects(image)[0]] == [("square", colour)], colour
+    hits = 0
+    for seed in HELD_OUT[:200]:
+        scene = scene_from_seed(seed)
+        detections, _ = detect_objects(_soft_render(scene.objects))
+        hits += sorted((d.shape, d.colour) for d in detections) == sorted((o.shape, o.colour) for o in scene.objects)
+    assert hits / 200 >= 0.99, hits
+
+
+def test_float_images_outside_zero_one_are_refused():
+    image = render([ShapeObject("circle", "blue", 4, 4, 12)]).astype(np.float32)  # 0-255 floats, a common slip
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        detect_objects(image)
+
+
 def test_off_palette_share_counts_far_pixels():
     image = render([ShapeObject("square", "red", 2, 2, 10)])
     image[0, :8] = (128, 128, 128)  # grey: far from white and from every colour

@@ -4,9 +4,11 @@ GenEval (Ghosh et al. 2023, https://arxiv.org/abs/2310.11513) scores text-to-ima
 with an object detector.  Here the world is known exactly, so the "detector" is geometry, no neural
 network:
 
-1. every pixel goes to the nearest of the seven reference colours (background white and the six
-   palette colours, Euclidean distance in RGB); pixels farther than :data:`OFF_PALETTE_DISTANCE` from all
-   of them are counted as *off-palette* (a quality proxy reported next to accuracy);
+1. every pixel goes to the palette colour whose segment from white it lies nearest to, or to the
+   background if it is less than half-way along that segment (so the soft edges of decoded images do not
+   read as other colours; :func:`assign_pixels`); pixels farther than :data:`OFF_PALETTE_DISTANCE` from
+   all seven reference colours (white and the six palette colours) are counted as *off-palette* (a
+   quality proxy reported next to accuracy);
 2. the pixels of each colour split into 8-connected components; components smaller than
    :data:`MIN_AREA` pixels are ignored;
 3. each component's shape comes from its geometry: with ``top`` = share of its pixels in the upper
@@ -147,20 +149,43 @@ def _as_uint8(image: Any) -> np.ndarray:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"image must be uint8 or float in [0, 1], got dtype {array.dtype}")
+        if array.size and not (np.isfinite(array).all() and array.min() >= -1e-3 and array.max() <= 1 + 1e-3):
+            raise ValueError("a float image must hold finite values in [0, 1] (a 0-255 image must be uint8), "
+                             f"got values in [{array.min()}, {array.max()}]")
         array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
     return array
 
 
 def assign_pixels(image: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """Nearest reference colour per pixel.
+    r"""Colour label per pixel, with soft edges resolved along the white-to-colour lines.
+
+    A decoded image has soft edges: a pixel half-way between a colour ``c`` and the white background is
+    often nearer to *another* palette colour than to ``c`` (half red, half white is nearest to yellow).  So a
+    pixel ``p`` is projected onto each segment from white ``w`` to a colour ``c``,
+
+    .. math::
+        \alpha_c = \operatorname{clip}\Big(\frac{(p - w)\cdot(c - w)}{\lVert c - w\rVert^2}, 0, 1\Big),
+        \qquad r_c = \lVert p - w - \alpha_c (c - w)\rVert,
+
+    takes the colour with the smallest residual :math:`r_c`, and belongs to that colour's objects if it is at
+    least half-way along its segment (:math:`\alpha_c \ge 1/2`), else to the background.
 
     Returns:
         ``(labels, off_palette)``: labels ``(H, W)`` with 0 = background and 1…6 = :data:`COLOURS` in
-        order, and a boolean ``(H, W)`` mask of pixels farther than :data:`OFF_PALETTE_DISTANCE` from all.
+        order, and a boolean ``(H, W)`` mask of pixels farther than :data:`OFF_PALETTE_DISTANCE` from all
+        seven reference colours (the quality proxy; it does not change the labels).
     """
     pixels = _as_uint8(image).astype(np.float64)
     distances = np.linalg.norm(pixels[:, :, None, :] - _REFERENCE[None, None], axis=-1)
-    return distances.argmin(axis=-1), distances.min(axis=-1) > OFF_PALETTE_DISTANCE
+    white, colours = _REFERENCE[0], _REFERENCE[1:]
+    directions = colours - white  # (6, 3)
+    offset = pixels - white  # (H, W, 3)
+    alpha = np.clip(offset @ directions.T / (directions**2).sum(axis=1), 0.0, 1.0)  # (H, W, 6)
+    residual = np.linalg.norm(offset[:, :, None, :] - alpha[..., None] * directions, axis=-1)
+    best = residual.argmin(axis=-1)
+    along = np.take_along_axis(alpha, best[..., None], axis=-1)[..., 0]
+    labels = np.where(along >= 0.5, best + 1, 0)
+    return labels, distances.min(axis=-1) > OFF_PALETTE_DISTANCE
 
 
 def classify_shape(mask: np.ndarray) -> str:
