@@ -219,6 +219,29 @@ def test_torchmetrics_contract_inception_score_split_and_feeding_order(nets, ord
     assert float(mean) > 1.05
 
 
+def test_inception_score_synced_across_processes_equals_one_process(nets):
+    """Two processes with two batches each (a fake all-gather between two metric objects) score as one process.
+
+    Each process's ``_sync_dist`` gathers its states in the same call sequence; the second process's
+    tensors are recorded first, then handed to the first process's gathers in that order.
+    """
+    from nlg.eval.metrics import _OrderedInceptionScore
+
+    logits = 3 * torch.randn(8, 1008, generator=torch.Generator().manual_seed(6))
+    ids = torch.tensor([1, 2, 3, 4, 101, 102, 103, 104])
+    processes = [_OrderedInceptionScore(splits=2, seed=0, order="id") for _ in range(2)]
+    for rank, metric in enumerate(processes):
+        for batch in (slice(4 * rank, 4 * rank + 2), slice(4 * rank + 2, 4 * rank + 4)):
+            metric.update(logits[batch], ids[batch])
+    sent = []
+    processes[1]._sync_dist(dist_sync_fn=lambda x, group=None: sent.append(x.clone()) or [x])
+    processes[0]._sync_dist(dist_sync_fn=lambda x, group=None: [x, sent.pop(0)])
+    assert not sent
+    single = _OrderedInceptionScore(splits=2, seed=0, order="id")
+    single.update(logits, ids)
+    assert torch.allclose(torch.stack(processes[0].compute()), torch.stack(single.compute()))
+
+
 def test_the_two_split_orders_differ(nets):
     """Otherwise the test above could not tell them apart."""
     from nlg.eval.metrics import _OrderedInceptionScore

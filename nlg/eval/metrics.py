@@ -111,6 +111,10 @@ class _OrderedInceptionScore(InceptionScore):
             raise ValueError(f"inception_score_order must be one of {self.ORDERS}, got {order!r}")
         self.seed = seed
         self.order = order
+        # torchmetrics gathers a list state without a reduction batch by batch, interleaving the processes,
+        # but a "cat" state process by process: both states are "cat", so logits and ids stay paired (and an
+        # uneven number of batches per process cannot desynchronise the collectives).
+        self.add_state(INCEPTION_SCORE_FEATURES, [], dist_reduce_fx="cat")
         self.add_state("ids", [], dist_reduce_fx="cat")
 
     def update(self, logits: Tensor, ids: Tensor) -> None:  # type: ignore[override]
