@@ -190,7 +190,9 @@ def test_two_processes_give_the_single_process_figures(assets, full_run):
     out = assets["root"] / "two_procs"
     out.mkdir()
     launch, env = cpu_launch(SCRIPT, 2)
-    cmd = launch + full_args(assets, out)
+    args = full_args(assets, out)
+    args[args.index("--batch_size") + 1] = "1"  # several batches per process, 3 and 2 of them: gathers must stay paired
+    cmd = launch + args
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((full_run / "metrics.json").read_text(encoding="utf-8"))
