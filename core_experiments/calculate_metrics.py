@@ -196,7 +196,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     figures["bottom_k"] = k
     figures["clip_score_bottom_k"], _ = bottom_k_mean(result.clip_scores, k)
     if loaded_ids:
-        figures["clip_score_bottom_k_loaded"], _ = bottom_k_mean(result.clip_scores, k, ids=loaded_ids)
+        # an image skipped by --skip_bad_images has no score: its id is left out and named, the run is kept
+        scored_ids = [i for i in loaded_ids if i in result.clip_scores]
+        figures["clip_score_bottom_k_loaded"], _ = bottom_k_mean(result.clip_scores, k, ids=scored_ids)
+        figures["clip_score_bottom_k_loaded_unscored_ids"] = sorted(set(loaded_ids) - set(scored_ids))
     if geneval is not None:
         from nlg.shapes.geneval import task_accuracies
 

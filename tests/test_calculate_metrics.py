@@ -176,6 +176,21 @@ def test_figures_match_one_image_at_a_time_computation(full_run, straightforward
     assert figures["skipped_images"] == [str(Path(full_run.parent / "fake" / f"{CORRUPT}.png"))]
 
 
+def test_a_skipped_image_among_the_loaded_bottom_k_is_named_not_fatal(assets, full_run, straightforward, tmp_path):
+    loaded = tmp_path / "with_corrupt.csv"
+    with open(loaded, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "image_id", "caption", "clip_score"])
+        for caption_id, score in {**LOADED_SCORES, CORRUPT: -9.0}.items():  # bottom 2 = 106 (unreadable), 104
+            writer.writerow([caption_id, 9000 + caption_id, CAPTIONS[caption_id], score])
+    args = base_args(assets, tmp_path) + ["--skip_bad_images", "--clip_scores_load_path", str(loaded)]
+    assert metrics_script.main(args) == 0
+    figures = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert figures["clip_score_bottom_k_loaded_unscored_ids"] == [CORRUPT]
+    assert figures["clip_score_bottom_k_loaded"] == pytest.approx(max(straightforward["scores"][104], 0.0), abs=1e-4)
+    assert figures["fid"] == pytest.approx(straightforward["fid"], rel=1e-4)
+
+
 def test_per_image_scores_are_saved_with_their_captions(full_run, straightforward):
     with open(full_run / "scores.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))

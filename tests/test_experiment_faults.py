@@ -269,3 +269,10 @@ def test_metrics_killed_with_sigkill_then_rerun_gives_the_uninterrupted_figures(
     second = json.loads((resumed / "metrics.json").read_text())
     assert first == second
     assert set(first) >= {"fid", "inception_score", "clip_score", "clip_score_bottom_k"}
+
+
+def test_json_figures_that_were_not_computed_are_null_not_nan(tmp_path):
+    runs.write_json(tmp_path / "m.json", {"clip_score": float("nan"), "fid": 3.5, "nested": [float("inf"), 1.0]})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"clip_score": None, "fid": 3.5, "nested": [None, 1.0]}

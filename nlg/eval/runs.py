@@ -23,6 +23,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import random
 import sys
@@ -228,9 +229,20 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def _finite_or_none(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite_or_none(value) for value in data]
+    return data
+
+
 def write_json(path: PathLike, data: Any) -> None:
-    """Atomically write ``data`` as indented UTF-8 JSON."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    """Atomically write ``data`` as indented UTF-8 JSON; a figure that is NaN (not computed) is written as ``null``."""
+    text = json.dumps(_finite_or_none(data), indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
