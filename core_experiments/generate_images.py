@@ -134,6 +134,8 @@ def run_settings(args: argparse.Namespace, dtype: torch.dtype, prompts_sha256: s
         "clip_grads normalize_latents guidance_formula add_noise boundary_control seed scheduler height width"
     ).split()
     settings = {k: getattr(args, k) for k in keys}
+    if Path(args.stable_diffusion_path).is_dir():  # one local model, however its path is spelled
+        settings["stable_diffusion_path"] = str(Path(args.stable_diffusion_path).resolve())
     settings.update(dtype=str(dtype).replace("torch.", ""), prompts_sha256=prompts_sha256, pixels="truncate",
                     caption_shuffle="python-random")
     if args.reference_sigma_bug:  # then the reference's first batch (of --batch_size) is treated differently

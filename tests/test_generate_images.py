@@ -278,7 +278,8 @@ def test_kill_mid_run_then_resume(assets, reference):
         p = folder / name
         assert (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) == (inode, mtime, data), f"{name} was rewritten"
     assert sorted(int(p.stem) for p in folder.glob("*.png")) == sorted(expected_ids(6, seed=7))
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert leftovers == [".run.lock"], f"temporary files left behind: {leftovers}"  # the (empty) lock file stays
     lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["id"] for r in lines) == sorted(expected_ids(6, seed=7))  # each id exactly once
     assert_same_images(images(folder), images(reference))
@@ -365,6 +366,39 @@ def test_overwrite_with_the_same_settings_resumes_and_keeps_every_image(assets, 
     assert gen.main(base_args(assets, tmp_path) + small + ["--total_images", "1", "--seed", "3", "--overwrite"]) == 0
     assert sorted(int(p.stem) for p in folder.glob("*.png")) == expected_ids(1, seed=3)
     assert len((folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_overwrite_refuses_to_delete_a_live_runs_images(assets, tmp_path):
+    import fcntl
+
+    small = ["--total_images", "1", "--inference_steps", "1", "--height", "16", "--width", "16"]
+    assert gen.main(base_args(assets, tmp_path) + small) == 0
+    folder = run_folder(tmp_path)
+    before = _tree(tmp_path)
+    live = os.open(folder / ".run.lock", os.O_RDWR)  # another process of a live run holds the folder
+    fcntl.flock(live, fcntl.LOCK_SH)
+    try:
+        with pytest.raises(ValueError, match="live run is writing"):
+            gen.main(base_args(assets, tmp_path) + small + ["--seed", "5", "--overwrite"])
+        assert _tree(tmp_path) == before
+    finally:
+        os.close(live)
+    assert gen.main(base_args(assets, tmp_path) + small + ["--seed", "5", "--overwrite"]) == 0  # once it is gone
+    assert sorted(int(p.stem) for p in folder.glob("*.png")) == expected_ids(1, seed=5)
+
+
+def test_the_same_local_model_spelled_differently_is_the_same_run(assets, tmp_path, monkeypatch):
+    small = ["--total_images", "1", "--inference_steps", "1", "--height", "16", "--width", "16"]
+    assert gen.main(base_args(assets, tmp_path) + small) == 0
+    images = {p.name: p.read_bytes() for p in run_folder(tmp_path).glob("*.png")}
+    args = base_args(assets, tmp_path)
+    i = args.index("--stable_diffusion_path") + 1
+    model = Path(args[i])
+    monkeypatch.chdir(model.parent)
+    args[i] = f"./{model.name}/"  # relative, with a trailing slash
+    assert gen.main(args + small + ["--total_images", "2", "--overwrite"]) == 0  # resumes: nothing deleted
+    for name, data in images.items():
+        assert (run_folder(tmp_path) / name).read_bytes() == data
 
 
 def test_manifest_ignores_and_repairs_a_torn_last_line(tmp_path):

@@ -73,6 +73,9 @@ TMP_SUFFIX = ".tmp"
 CLAIM_SUFFIX = ".claim"
 #: Claims this process holds: claim file -> the descriptor that holds its lock (see :meth:`RunFolder.claim`).
 _CLAIMS: Dict[Path, int] = {}
+#: Every live process of a run holds a shared ``flock`` on the folder's ``.run.lock`` (see :meth:`RunFolder.hold`).
+RUN_LOCK = ".run.lock"
+_HELD: Dict[Path, int] = {}
 #: Errors of a full disk or an exhausted quota.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -384,6 +387,9 @@ class RunFolder:
         self.check(overwrite=overwrite)
         replace = overwrite and not self.same_settings() and bool(self._ours())
         self.path.mkdir(parents=True, exist_ok=True)
+        if replace:
+            self._lock_alone()  # no live run of the old settings may lose its images under it
+        self.hold()
         damaged = 0
         for p in self._ours():
             if replace or (p.name.endswith(TMP_SUFFIX) and not _writer_alive(p)):
@@ -399,6 +405,38 @@ class RunFolder:
             write_json(self.path / self.CONFIG, self.settings)
         return replace
 
+    def _lock_path(self) -> Path:
+        return (self.path / RUN_LOCK).resolve()
+
+    def _lock_alone(self) -> None:
+        """Take the run lock exclusively, or refuse: another live process is using the folder."""
+        path = self._lock_path()
+        held = _HELD.pop(path, None)
+        if held is not None:
+            os.close(held)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(f"output_dir: a live run is writing {self.path}; --overwrite would delete its images, "
+                             "so stop it first or use another --output_dir") from None
+        _HELD[path] = fd
+
+    def hold(self) -> None:
+        """Hold a shared lock on the folder for the life of this process (idempotent).
+
+        Processes of runs that may share the folder hold it together; only :meth:`prepare` replacing a
+        run with other settings needs it alone, and refuses while anyone else holds it.
+        """
+        path = self._lock_path()
+        fd = _HELD.get(path)
+        if fd is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            _HELD[path] = fd
+        fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock of this process; waits out a replacement
+
     def finished(self) -> Set[int]:
         """Ids with both a manifest record and an image (an image is renamed into place before its record)."""
         return {i for i in self.manifest.records() if self.image_path(i).exists()}
@@ -411,6 +449,7 @@ class RunFolder:
         by mistake on one folder never generate (or record) an image twice.  The kernel drops a dead
         process's locks, so its claims lapse with it.
         """
+        self.hold()
         claimed: List[Caption] = []
         for caption in captions:
             path = self.path / f".{caption.id}{CLAIM_SUFFIX}"
