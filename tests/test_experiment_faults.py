@@ -276,3 +276,18 @@ def test_json_figures_that_were_not_computed_are_null_not_nan(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"clip_score": None, "fid": 3.5, "nested": [None, 1.0]}
+
+
+def test_a_short_manifest_write_is_a_named_full_disk_error(tmp_path, monkeypatch):
+    manifest = runs.Manifest(tmp_path / "manifest.jsonl")
+    manifest.append([{"id": 1}])
+    real_write = os.write
+    monkeypatch.setattr(runs.os, "write", lambda fd, data: real_write(fd, data[:5]))  # the disk fills up mid-line
+    with pytest.raises(OSError) as info:
+        manifest.append([{"id": 2}, {"id": 3}])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(manifest.path)
+    monkeypatch.undo()
+    assert sorted(manifest.records()) == [1]  # the torn line is not a record
+    manifest.repair()
+    manifest.append([{"id": 2}])
+    assert sorted(manifest.records()) == [1, 2]

@@ -296,8 +296,14 @@ class Manifest:
             return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, payload)
+            written = os.write(fd, payload)
+            if written != len(payload):  # a full disk: the torn line is ignored and repaired on resume
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
             os.fsync(fd)
+        except OSError as err:
+            if err.filename is None:  # os.write/fsync name no file: say which, for run_cli's message
+                raise OSError(err.errno, err.strerror, str(self.path)) from err
+            raise
         finally:
             os.close(fd)
 
