@@ -8,8 +8,9 @@ merges (every character is a token).  ``save_tiny_pipeline`` writes one to a fol
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Callable, Dict, Union
 
 import torch
 
@@ -32,6 +33,18 @@ def tiny_clip_tokenizer(model_max_length: int = 77) -> Any:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
+
+def _global_rng_untouched(build: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a builder that seeds torch's global generator on a fork of it, so no test sees the change."""
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            return build(*args, **kwargs)
+
+    return wrapper
+
+@_global_rng_untouched
 def _text_encoder(projection: bool, hidden: int = 32, seed: int = 0) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -53,6 +66,7 @@ def _text_encoder(projection: bool, hidden: int = 32, seed: int = 0) -> Any:
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
 
+@_global_rng_untouched
 def _vae(seed: int = 0) -> Any:
     from diffusers import AutoencoderKL
 
@@ -87,6 +101,7 @@ def make_scheduler(name: str, prediction_type: str = "epsilon", **overrides: Any
     return cls(**kwargs)
 
 
+@_global_rng_untouched
 def _tiny_unet(seed: int, sample_size: int, **config: Any) -> Any:
     """A seeded two-block UNet2DConditionModel; ``config`` adds the model family's own options."""
     from diffusers import UNet2DConditionModel
