@@ -24,7 +24,7 @@ LAYERS = {
     "nlg.img2img": 2,
     "nlg.autoguidance": 2,
     "nlg": 2,  # the package root re-exports core, adapters and the methods
-    "nlg.training": 2,
+    "nlg.training": 3,  # training-time noise and samplers: beside the evaluation, above the methods
     "nlg.eval": 3,
     "nlg.digits": 4,
     "nlg.shapes": 4,

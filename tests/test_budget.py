@@ -1,23 +1,22 @@
 """``NoiseLevelGuidance.for_budget``: K evaluations on the paper's path length K·η = 20.
 
 The statistical test compares ``for_budget(4)`` with the paper's K = 20 on the shipped digits model
-at CFG scale 0 (where NLG alone decides the class: plain sampling is ≈ 10% accurate). Tolerance:
-both accuracies are measured on the same n = 200 seeded noises; the difference of two binomial
-proportions has standard error ≤ √(p₁(1−p₁)/n + p₂(1−p₂)/n) when the paired outcomes are positively
-correlated (as here: same initial noise), and the test allows 3 of those standard errors, computed
-at the measured accuracies with p(1−p) floored at 0.05·0.95 so a lucky 100% cannot shrink it to 0.
-At p ≈ 0.96 and n = 200 that is ≈ 0.06. (``benchmarks/nlg_cost.py`` measures the same pair on
-1000 samples: see ``docs/guides/cost.md``.)
+at CFG scale 0 (where NLG alone decides the class: plain sampling is ≈ 10% accurate), on the same
+n = 200 seeded noises.  The stated tolerance is 3 accuracy points; because the arms are paired, the test
+also asks for no paired evidence of a difference: with b and c the samples only one arm gets right,
+McNemar's statistic (b − c)/√(b + c) stays within ±3.  (``benchmarks/nlg_cost.py`` measures the same
+pair on 1000 samples: +0.1 points; see ``docs/guides/cost.md``.)
 """
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from nlg import NoiseLevelGuidance, refine_noise
 from nlg.digits import DigitsPipeline, per_sample_generators
-from nlg.digits.evaluator import DigitsEvaluator
+from nlg.digits.evaluator import DigitsEvaluator, _as_pixels
 from nlg.digits.experiment import requested_labels
 
 PAPER = dict(refining_steps=20, step_size=1.0, clip_threshold=0.5, noise_level=0.001, normalize_latents=True,
@@ -66,22 +65,24 @@ def test_for_budget_rejects_bad_input(kwargs, error, match):
         NoiseLevelGuidance.for_budget(**kwargs)
 
 
-def _accuracy(pipe, evaluator, labels, guidance):
+def _correct(pipe, evaluator, labels, guidance) -> np.ndarray:
+    """Per-sample agreement of the held-out classifier with the requested digit (same seeds in every arm)."""
     gens = per_sample_generators(1, len(labels))
     kwargs = dict(guidance_scale=0.0, generator=gens, progress=False)
     out = pipe(labels, **kwargs) if guidance is None else guidance(pipe, labels, **kwargs)
-    return evaluator.evaluate(out.images, labels).accuracy
+    return evaluator.classifier.predict(_as_pixels(out.images)) == np.asarray(labels)
 
 
-def test_budget_of_4_scores_within_derived_tolerance_of_k20_on_digits():
+def test_budget_of_4_scores_within_a_stated_tolerance_of_k20_on_digits():
+    """for_budget(4) against K = 20, paired on the same 200 seeds: within 3 points, and no paired (McNemar) evidence
+    of a difference at 3σ: |b − c| ≤ 3·√(b + c) for the b, c samples that only one arm gets right."""
     pipe, evaluator = DigitsPipeline.from_pretrained(), DigitsEvaluator()
     labels = requested_labels(20)  # n = 200, 20 per digit
-    n = len(labels)
-    acc_plain = _accuracy(pipe, evaluator, labels, None)
-    acc_k20 = _accuracy(pipe, evaluator, labels, NoiseLevelGuidance())
-    acc_budget = _accuracy(pipe, evaluator, labels, NoiseLevelGuidance.for_budget(4))
-    var = lambda p: max(p * (1 - p), 0.05 * 0.95)  # noqa: E731
-    tolerance = 3 * math.sqrt((var(acc_k20) + var(acc_budget)) / n)
-    assert abs(acc_budget - acc_k20) <= tolerance, (acc_budget, acc_k20, tolerance)
+    plain = _correct(pipe, evaluator, labels, None)
+    k20 = _correct(pipe, evaluator, labels, NoiseLevelGuidance())
+    budget = _correct(pipe, evaluator, labels, NoiseLevelGuidance.for_budget(4))
+    only_budget, only_k20 = int((budget & ~k20).sum()), int((k20 & ~budget).sum())
+    assert abs(budget.mean() - k20.mean()) <= 0.03, (budget.mean(), k20.mean())
+    assert abs(only_budget - only_k20) <= 3 * math.sqrt(only_budget + only_k20), (only_budget, only_k20)
     # The comparison means something: refinement moves accuracy far more than the tolerance.
-    assert acc_k20 - acc_plain > 5 * tolerance, (acc_k20, acc_plain, tolerance)
+    assert k20.mean() - plain.mean() > 0.5, (k20.mean(), plain.mean())

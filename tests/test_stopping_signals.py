@@ -75,7 +75,6 @@ def test_radial_stop_matches_a_per_sample_loop(window, tol):
         torch.testing.assert_close(out.latents[i], ref_n, rtol=1e-5, atol=1e-5)
     assert out.evaluations.tolist() == expected_evals
     assert len(set(expected_evals)) > 1, "the field must make samples stop at different steps"
-    assert max(expected_evals) < options["steps"] or min(expected_evals) < options["steps"]
 
 
 def test_radial_without_tolerance_changes_nothing():
