@@ -1,7 +1,8 @@
 """NLG at a fraction of the cost (issue 12): path length vs evaluations, clipping, schedules, stopping, frontier.
 
-    python benchmarks/nlg_cost.py                                   # digits, every section (resumes)
+    python benchmarks/nlg_cost.py                                   # digits: cost clip schedule stop frontier (resumes)
     python benchmarks/nlg_cost.py --model flow                      # the flow-matching digits model
+    # the published tables add the sections stop2, frontier2, frontier3 and a --seed 1 check: docs/guides/cost.md
     python benchmarks/nlg_cost.py --sections cost clip --quick --out-dir /tmp/cost   # smoke run
     python benchmarks/nlg_cost.py --report-only                     # redraw Markdown + PNG from the CSV
 
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlg_cost_models import digits_weights_dir, flow_model, weights_sha256  # noqa: E402
 from nlg_cost_refiners import Refiner, refine  # noqa: E402
+from nlg_cost_report import read_rows, write_report  # noqa: E402
 
 from nlg import flow_direction, guidance_direction, unet_epsilon  # noqa: E402
 from nlg.digits import NULL_CLASS, DigitsEvaluator, DigitsPipeline, per_sample_generators  # noqa: E402
@@ -268,13 +270,6 @@ def run_row(model: Any, evaluator: DigitsEvaluator, section: str, scale: float, 
     )
 
 
-def read_rows(path: Path) -> List[Dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def write_rows_atomically(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
     """Rewrite the CSV through a temporary file and ``os.replace``: a killed run never leaves half a file."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -383,14 +378,16 @@ def main() -> None:
         evaluator = DigitsEvaluator()
         for section, scale, refiner in sections(args.model, args.sections, args.quick, args.full):
             key = key_of(args.model, section, scale, refiner, len(labels), args.seed)
-            if key in {row["key"] for row in read_rows(csv_path)}:
+            done = [row for row in read_rows(csv_path) if row["key"] == key]
+            if any(row["weights_sha256"] != model.sha256 for row in done):
+                raise ValueError(f"{csv_path} holds {key} measured on other weights than {model.sha256[:12]}…: "
+                                 "delete those rows or pass another --out-dir")
+            if done:
                 continue
             row = {"key": key, **run_row(model, evaluator, section, scale, refiner, labels, args.seed)}
             append_row(csv_path, row)
             print(f"{key}: acc {row['accuracy']:.3f} FD/class {row['fd_per_class']:.2f} evals {row['mean_evals']:.2f} "
                   f"{row['total_seconds']:.0f} s", flush=True)
-    from nlg_cost_report import write_report
-
     print(f"wrote {write_report(csv_path, args.out_dir)}")
 
 

@@ -5,18 +5,27 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from nlg_cost import read_rows
+__all__ = ["read_rows", "write_report", "goal_rows", "frontier_summary"]
 
-__all__ = ["write_report", "goal_rows", "frontier_summary"]
-
+#: The commands that produced the published rows (docs/guides/cost.md), per model.
 COMMANDS = {
-    "digits": "python benchmarks/nlg_cost.py",
-    "flow": "python benchmarks/nlg_cost.py --model flow",
+    "digits": "python benchmarks/nlg_cost.py --sections cost schedule clip stop stop2 frontier frontier2 frontier3` "
+              "and `python benchmarks/nlg_cost.py --sections check --seed 1",
+    "flow": "python benchmarks/nlg_cost.py --model flow --sections cost frontier stop2",
 }
+
+
+def read_rows(path: Path) -> List[Dict[str, str]]:
+    """The rows of ``nlg_cost.csv`` (none if it does not exist yet)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 SECTION_TITLES = {
     "cost": "Path length K·η = 20 held fixed while K shrinks",
     "clip": "Clipping scaled with η (per-step bound η·τ = 0.5)",
@@ -201,10 +210,14 @@ def write_report(csv_path: Path, out_dir: Path) -> Path:
              "signal was measured at (the library's `stop_signal=\"radial\"`).", ""]
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model]
-        sha = mine[0]["weights_sha256"]
+        shas = sorted({r["weights_sha256"] for r in mine})
+        if len(shas) != 1:
+            raise ValueError(f"the {model} rows were measured on {len(shas)} different weights {shas}: one table needs one model")
         samples = sorted({int(r["samples"]) for r in mine})
-        lines += [f"## {model}", "", f"Command: `{COMMANDS.get(model, model)}`; weights sha256 `{sha}`; "
-                  f"{', '.join(map(str, samples))} samples per row (100 per digit = 1000), seed 0.", ""]
+        seeds = sorted({int(r["key"].rsplit("seed=", 1)[1]) for r in mine})
+        lines += [f"## {model}", "", f"Command: `{COMMANDS.get(model, model)}`; weights sha256 `{shas[0]}`; "
+                  f"{', '.join(map(str, samples))} samples per row (100 per digit = 1000), "
+                  f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.", ""]
         for section in ("cost", "clip", "schedule", "stop", "frontier"):
             part = [r for r in mine if r["section"] == section]
             if not part:
