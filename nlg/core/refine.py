@@ -238,11 +238,10 @@ def refine_noise(
             in (−1, 1): once ``ρ ≥ stop_tolerance`` for ``stop_window`` consecutive evaluations the
             sample stops and keeps ``n_{k−1}``, the latent ``ρ_k`` describes (that last step is not
             taken; its evaluation is counted).  With ``normalize_latents`` the projection back onto
-            the sphere cancels that share of a step.  On the digits model ``ρ`` rises from a median
-            ≈ 0.03 to ≈ 0.56 over 20 steps, and already at the first evaluation it separates noises
-            whose unguided sample has the requested class from the rest (AUC ≈ 0.9), so a sample that
-            needs no refinement is left as it is (``benchmarks/nlg_cost.py``, sections ``stop`` and
-            ``frontier``).
+            the sphere cancels that share of a step.  ``ρ`` grows as refinement approaches the
+            prompt, so with a low tolerance a sample that already follows it is left as it is
+            (``benchmarks/nlg_cost.py``, sections ``stop2`` and ``frontier2``; results in
+            ``docs/guides/cost.md``).
 
     Example:
         One step against a fixed direction, by hand: ``‖d‖₂ = 2`` is clipped to ``τ = 0.5``, so the
