@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference_sigma_bug", action="store_true",
                    help="Reproduce the reference's v->eps conversion with scheduler.sigmas[0] (wrong on its first batch "
                         "of --batch_size images); needs a v-prediction model.")
+    p.add_argument("--reference_noise_bug", action="store_true",
+                   help="Reproduce the reference's --add_noise noise: the same z at every NLG step, row (position in "
+                        "its batch of --batch_size) of numpy.random.RandomState(0).randn(batch_size, C, h, w); needs --add_noise.")
     return p
 
 
@@ -93,6 +96,8 @@ def validate(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8):
             raise ValueError(f"--{name} must be a positive multiple of 8, got {value}")
+    if args.reference_noise_bug and not args.add_noise:
+        raise ValueError("--reference_noise_bug reproduces the noise of --add_noise: pass --add_noise as well")
     build_guidance(args)  # checks the NLG options themselves
 
 
@@ -140,6 +145,8 @@ def run_settings(args: argparse.Namespace, dtype: torch.dtype, prompts_sha256: s
                     caption_shuffle="python-random")
     if args.reference_sigma_bug:  # then the reference's first batch (of --batch_size) is treated differently
         settings.update(reference_sigma_bug=True, batch_size=args.batch_size)
+    if args.reference_noise_bug:  # then an image's NLG noise depends on its position in a batch
+        settings.update(reference_noise_bug=True, batch_size=args.batch_size)
     return settings
 
 
@@ -173,6 +180,19 @@ def reference_sigma_override(args: argparse.Namespace, pipe: Any, selection: Lis
     return lambda caption_id: first if caption_id in first_ids else later
 
 
+def reference_noise(args: argparse.Namespace, pipe: Any, selection: List[Any]) -> Callable[[int], torch.Tensor]:
+    """Caption id → the one NLG noise z the reference adds at every step: it restores NumPy's random state
+    around its draw, so the i-th image of every batch gets row i of ``RandomState(0).randn(B, C, h, w)``."""
+    import numpy as np
+
+    from nlg import get_adapter
+
+    shape = get_adapter(pipe).latent_shape(args.batch_size, args.height, args.width)
+    table = torch.from_numpy(np.random.RandomState(0).randn(*shape)).float()
+    position = {c.id: i % args.batch_size for i, c in enumerate(selection)}
+    return lambda caption_id: table[position[caption_id]]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     validate(args)
@@ -190,6 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder.check(overwrite=args.overwrite)  # before the (slow) model load: refuse early, write nothing
     pipe = load_pipeline(args, dtype, state.device)
     alpha_bar_override = reference_sigma_override(args, pipe, selection) if args.reference_sigma_bug else None
+    fixed_noise = reference_noise(args, pipe, selection) if args.reference_noise_bug else None
     if state.is_main_process:
         folder.prepare(overwrite=args.overwrite)
     state.wait_for_everyone()
@@ -219,6 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             extra_record={"process_index": state.process_index},
             progress=bar,
             alpha_bar_override=alpha_bar_override,
+            fixed_noise=fixed_noise,
         )
     state.wait_for_everyone()
     if state.is_main_process:

@@ -218,6 +218,7 @@ class NoiseLevelGuidance:
         width: Optional[int] = None,
         latents: Optional[Tensor] = None,
         generator: GeneratorLike = None,
+        fixed_noise: Optional[Tensor] = None,
         **kwargs: Any,
     ) -> NLGRefinement:
         """Refine initial noise for ``pipe`` and ``prompt`` without running the sampler.
@@ -232,6 +233,8 @@ class NoiseLevelGuidance:
                 would draw it (``randn_tensor`` with ``generator``) if omitted.
             generator (`torch.Generator` or list, *optional*): drives the initial noise and the
                 refinement noise; a list gives one generator per image.
+            fixed_noise (`torch.Tensor`, *optional*): one refinement noise ``z`` repeated at every step
+                (see :func:`nlg.refine_noise`; only to reproduce the reference implementation).
             **kwargs: further encoding options (``prompt_2``, ``negative_prompt_2``, ``clip_skip``) and
                 SDXL micro-conditioning (``original_size``, ``crops_coords_top_left``, ``target_size``).
         """
@@ -278,6 +281,7 @@ class NoiseLevelGuidance:
                 stop_tolerance=self.stop_tolerance,
                 stop_window=self.stop_window,
                 stop_signal=self.stop_signal,
+                fixed_noise=fixed_noise,
             )
         # Clone outside inference mode so callers may use these anywhere.
         conditioning = {k: v.clone() if isinstance(v, Tensor) else v for k, v in conditioning.items()}

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -109,12 +109,14 @@ def load_plain(assets: Dict[str, Path], scheduler: str = "DPMSolverMultistepSche
 
 
 def plain_loop_step_norms(pipe, caption: str, generator: torch.Generator, *, steps: int, step_size: float,
-                          clip_threshold, noise_level: float, normalize: bool, alpha_bar: float) -> List[float]:
+                          clip_threshold, noise_level: float, normalize: bool, alpha_bar: float,
+                          fixed_z: Optional[torch.Tensor] = None) -> List[float]:
     """NLG's published update written out on the UNet, for one image of 16×16 pixels (8×8 latents).
 
     n ~ N(0, I) is the image's first draw (as diffusers' ``randn_tensor`` with one generator per image);
     each step: v for [n, n] with (negative, positive) prompt at t = 999, ε = √ᾱ v + √(1−ᾱ) n,
-    d = ε_c − ε_u, record ‖d‖, clip to τ, n ← n − η d + √λ z (z from the same generator), rescale to √D.
+    d = ε_c − ε_u, record ‖d‖, clip to τ, n ← n − η d + √λ z (z from the same generator, or ``fixed_z`` at
+    every step), rescale to √D.
     """
     shape = (4, 8, 8)
     n = torch.randn((1, *shape), generator=generator)
@@ -133,7 +135,8 @@ def plain_loop_step_norms(pipe, caption: str, generator: torch.Generator, *, ste
                 d = d * (clip_threshold / norm)
             n = n - step_size * d
             if noise_level:
-                n = n + math.sqrt(noise_level) * torch.randn(shape, generator=generator)
+                z = torch.randn(shape, generator=generator) if fixed_z is None else fixed_z
+                n = n + math.sqrt(noise_level) * z
             if normalize:
                 n = n / n.norm() * math.sqrt(n.numel())
     return norms
@@ -167,6 +170,29 @@ def test_reference_flags_give_the_reference_caption_ids_and_folder(assets):
                                          step_size=1.0, clip_threshold=0.5, noise_level=0.001, normalize=True,
                                          alpha_bar=alpha_bar)
         np.testing.assert_allclose(records[caption_id]["step_norms"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_noise_bug_repeats_one_numpy_draw_per_batch_position(assets):
+    out = assets["root"] / "noise_bug"
+    flags = ("--refining_steps 4 --total_images 5 --batch_size 2 --normalize_latents --guidance_level 0.0 "
+             "--add_noise --noise_level 0.05 --height 16 --width 16 --reference_noise_bug").split()
+    assert gen.main(base_args(assets, out) + flags) == 0
+    records = Manifest(run_folder(out) / "manifest.jsonl").records()
+    ids = reference_caption_ids(assets["captions"], 5)  # the reference's order: batches [0, 1], [2, 3], [4]
+    table = torch.from_numpy(np.random.RandomState(0).randn(2, 4, 8, 8)).float()  # the reference's one draw
+    pipe = load_plain(assets)
+    alpha_bar = float(pipe.scheduler.alphas_cumprod[999])
+    by_id = {1000 + 7 * i: c for i, c in enumerate(CAPTIONS)}
+    for position, caption_id in enumerate(ids):
+        expected = plain_loop_step_norms(pipe, by_id[caption_id], image_generator(0, caption_id), steps=4,
+                                         step_size=1.0, clip_threshold=None, noise_level=0.05, normalize=True,
+                                         alpha_bar=alpha_bar, fixed_z=table[position % 2])
+        np.testing.assert_allclose(records[caption_id]["step_norms"], expected, rtol=1e-4, atol=1e-6)
+    fresh = plain_loop_step_norms(pipe, by_id[ids[0]], image_generator(0, ids[0]), steps=4, step_size=1.0,
+                                  clip_threshold=None, noise_level=0.05, normalize=True, alpha_bar=alpha_bar)
+    assert not np.allclose(records[ids[0]]["step_norms"], fresh, rtol=1e-4)  # the flag changes the run
+    with pytest.raises(ValueError, match="--add_noise"):
+        gen.main(base_args(assets, assets["root"] / "noise_bug2") + ["--reference_noise_bug"])
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,7 @@ def refine_noise(
     stop_tolerance: Optional[float] = None,
     stop_window: int = 3,
     stop_signal: str = "norm_change",
+    fixed_noise: Optional[Tensor] = None,
 ) -> RefineOutput:
     r"""Refine initial noise by stepping against a guidance direction (NLG, arXiv 2509.13936, Alg. 1).
 
@@ -231,6 +232,11 @@ def refine_noise(
             ``None`` runs every sample for all ``refining_steps``.
         stop_window (`int`, defaults to 3):
             Number of consecutive settled steps adaptive stopping waits for.
+        fixed_noise (`torch.Tensor`, *optional*, defaults to None):
+            A ``z`` of the latents' shape added (times ``√λ``) at *every* step instead of a fresh draw
+            from ``generator``.  Not the paper's update: it reproduces the reference implementation,
+            which restores NumPy's random state around its draw and so repeats one ``z``
+            (``core_experiments/generate_images.py --reference_noise_bug``).
         stop_signal (`str`, defaults to ``"norm_change"``):
             What ``stop_tolerance`` thresholds.  ``"norm_change"``: the relative change of ``‖d‖`` above
             (stop when below the tolerance, after taking the step).  ``"radial"``: the share of the
@@ -283,6 +289,13 @@ def refine_noise(
     check_latents_tensor(latents, require_norm=normalize_latents)
     batch = latents.shape[0]
     validate_generator(generator, batch)
+    if fixed_noise is not None:
+        if not isinstance(fixed_noise, Tensor):
+            raise TypeError(f"fixed_noise must be a torch.Tensor or None, got {type(fixed_noise).__name__}")
+        if fixed_noise.shape != latents.shape:
+            raise ValueError(f"fixed_noise must have the latents' shape {tuple(latents.shape)}, got {tuple(fixed_noise.shape)}")
+        if not bool(torch.isfinite(fixed_noise).all()):
+            raise ValueError("fixed_noise holds NaN or Inf")
 
     out_dtype = latents.dtype
     # Half precision overflows ‖n‖² (D = 16384 for SD at 512², 65536 for SDXL): refine in float32.
@@ -328,7 +341,12 @@ def refine_noise(
                 d = d * (clip_threshold / d_norm).clamp(max=1.0)
             x = x - step_size * d
             if noise_level > 0:
-                x = x + math.sqrt(noise_level) * _randn_like(x, gens)
+                if fixed_noise is None:
+                    z = _randn_like(x, gens)
+                else:
+                    z = fixed_noise.to(device=x.device, dtype=x.dtype)
+                    z = z if everyone else z[active.to(z.device)]
+                x = x + math.sqrt(noise_level) * z
             if boundary_control:
                 x = x.clamp(-BOUNDARY, BOUNDARY)
             if normalize_latents:

@@ -631,6 +631,7 @@ def generate_images(
     extra_record: Optional[Dict[str, Any]] = None,
     progress: Optional[Any] = None,
     alpha_bar_override: Optional[Callable[[int], Optional[float]]] = None,
+    fixed_noise: Optional[Callable[[int], torch.Tensor]] = None,
 ) -> int:
     """Generate ``<id>.png`` for every caption not yet finished in ``folder``; return how many were made.
 
@@ -654,6 +655,9 @@ def generate_images(
         alpha_bar_override (`Callable[[int], Optional[float]]`, *optional*): caption id → the ᾱ NLG
             converts the model output with at its reference timestep (None: the scheduler's own).  Used
             to reproduce the reference script's σ bug (``--reference_sigma_bug``).
+        fixed_noise (`Callable[[int], torch.Tensor]`, *optional*): caption id → the one refinement noise ``z``
+            repeated at every NLG step (one image's latent shape).  Used to reproduce the reference
+            script's repeated noise (``--reference_noise_bug``).
     """
     done = folder.finished()
     todo = [c for c in captions if c.id not in done]
@@ -671,7 +675,8 @@ def generate_images(
             generators = [image_generator(seed, c.id) for c in batch]
             prompts = [c.caption for c in batch]
             with _alpha_bar_at(pipe.scheduler, guidance.reference_timestep, alpha_bar):
-                refinement = guidance.refine(pipe, prompts, generator=generators, **size)
+                repeated = None if fixed_noise is None else torch.stack([fixed_noise(c.id) for c in batch])
+                refinement = guidance.refine(pipe, prompts, generator=generators, fixed_noise=repeated, **size)
             with torch.inference_mode():
                 output = pipe(
                     latents=refinement.latents,
