@@ -67,3 +67,35 @@ def test_init_from_keeps_the_vae_and_fine_tunes_unet_and_text_encoder(tmp_path):
     assert second["latent_scaling_factor"] == first["latent_scaling_factor"]
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         train(tmp_path / "third", settings=dict(TINY, init_from=str(tmp_path)), progress=False, log=lambda _: None)
+
+
+def test_whitening_folded_into_the_vae_keeps_its_decoding_and_whitens_the_latents():
+    from nlg.shapes.data import render_dataset
+    from nlg.shapes.model import build_vae, whiten_vae
+
+    vae = build_vae(seed=3)
+    images, _, _ = render_dataset(range(2000, 2064))
+    with torch.no_grad():
+        mean = vae.encode(images).latent_dist.mean
+        decoded = vae.decode(mean).sample
+        pixels = mean.permute(0, 2, 3, 1).reshape(-1, mean.shape[1]).double()
+        whiten = whiten_vae(vae, mean, floor=0.0).double()
+        # the encoder now gives W (z − μ), for μ and Σ of these pixels computed here by hand
+        mu = pixels.mean(0)
+        centred = pixels - mu
+        sigma = centred.T @ centred / (len(pixels) - 1)
+        after = vae.encode(images).latent_dist.mean
+        flat = after.permute(0, 2, 3, 1).reshape(-1, mean.shape[1]).double()
+        torch.testing.assert_close(flat, centred @ whiten.T, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(whiten @ sigma @ whiten.T, torch.eye(mean.shape[1], dtype=torch.float64),
+                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(vae.decode(after).sample, decoded, rtol=1e-4, atol=1e-4)  # same images
+
+
+def test_training_options_of_the_shipped_recipe_run_and_are_recorded(tmp_path):
+    settings = dict(TINY, whiten_latents=True, latent_rgb_weight=1.0, pyramid_discount=0.5, low_snr_weight_cap=20.0)
+    meta = train(tmp_path / "m", settings=settings, progress=False, log=lambda _: None)
+    assert meta["settings"] == settings
+    for key, bad in (("latent_rgb_weight", -1.0), ("pyramid_discount", "0.5"), ("low_snr_weight_cap", 0)):
+        with pytest.raises(ValueError, match=key):
+            train(tmp_path / "bad", settings=dict(TINY, **{key: bad}), progress=False, log=lambda _: None)

@@ -32,6 +32,7 @@ __all__ = [
     "SCHEDULER_CONFIG",
     "LATENT_SIZE",
     "build_vae",
+    "whiten_vae",
     "build_text_encoder",
     "build_unet",
     "training_scheduler",
@@ -70,13 +71,16 @@ UNET_CONFIG: Dict[str, Any] = dict(
     sample_size=LATENT_SIZE,
     in_channels=4,
     out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     block_out_channels=(32, 64, 128),
     layers_per_block=1,
     cross_attention_dim=TEXT_CONFIG["hidden_size"],
     attention_head_dim=8,
     norm_num_groups=32,
+    # the attention-pooled text is added to the time embedding, so every ResNet block sees the prompt
+    addition_embed_type="text",
+    addition_embed_type_num_heads=4,
 )
 
 #: Stable Diffusion's training schedule, ε-prediction.
@@ -111,6 +115,43 @@ def text_config() -> CLIPTextConfig:
         pad_token_id=vocab["<|endoftext|>"],
         **TEXT_CONFIG,
     )
+
+
+@torch.no_grad()
+def whiten_vae(vae: AutoencoderKL, latents: torch.Tensor, *, floor: float = 0.01) -> torch.Tensor:
+    r"""Fold a whitening of the latent space into the VAE's two 1×1 convolutions; returns the whitening matrix.
+
+    ``latents`` are posterior means ``(N, C, H, W)`` of training images.  With ``μ`` and ``Σ = U Λ Uᵀ`` the
+    mean and covariance of their pixels (C-vectors), the new latent is ``z' = W (z − μ)``,
+    ``W = max(Λ, floor·λ_max)^{-1/2} Uᵀ``: every direction of the latent space gets about unit variance, so
+    the few-pixel colour directions weigh in the diffusion loss as much as the object/background
+    direction that dominates ``Σ`` (the floor bounds the gain of nearly unused directions).  The encoder's
+    ``quant_conv`` now outputs ``W (mean − μ)``; its log-variance rows become the mean of the old ones plus
+    ``log Σ_j W_kj²`` (exact when the posterior variance is the same in every channel, as it nearly is).
+    The decoder's ``post_quant_conv`` takes ``z'`` and first undoes the map, so
+    ``decode(encode(x).mean)`` is unchanged and an unmodified ``StableDiffusionPipeline`` works as before.
+    """
+    channels = latents.shape[1]
+    pixels = latents.permute(0, 2, 3, 1).reshape(-1, channels).double()
+    mu = pixels.mean(dim=0)
+    eigenvalues, vectors = torch.linalg.eigh(torch.cov(pixels.T))
+    eigenvalues = eigenvalues.clamp(min=floor * float(eigenvalues.max()))
+    whiten = torch.diag(eigenvalues.rsqrt()) @ vectors.T  # (C, C)
+    unwhiten = vectors @ torch.diag(eigenvalues.sqrt())
+    q_w = vae.quant_conv.weight.double()[:, :, 0, 0]
+    q_b = vae.quant_conv.bias.double()
+    mean_w, logvar_w = q_w[:channels], q_w[channels:]
+    mean_b, logvar_b = q_b[:channels], q_b[channels:]
+    new_w = torch.cat([whiten @ mean_w, logvar_w.mean(dim=0, keepdim=True).expand(channels, -1)])
+    gain = (whiten**2).sum(dim=1).log()
+    new_b = torch.cat([whiten @ (mean_b - mu), logvar_b.mean().expand(channels) + gain])
+    vae.quant_conv.weight.copy_(new_w[:, :, None, None].to(vae.quant_conv.weight.dtype))
+    vae.quant_conv.bias.copy_(new_b.to(vae.quant_conv.bias.dtype))
+    p_w = vae.post_quant_conv.weight.double()[:, :, 0, 0]
+    p_b = vae.post_quant_conv.bias.double()
+    vae.post_quant_conv.weight.copy_((p_w @ unwhiten)[:, :, None, None].to(vae.post_quant_conv.weight.dtype))
+    vae.post_quant_conv.bias.copy_((p_b + p_w @ mu).to(vae.post_quant_conv.bias.dtype))
+    return whiten.float()
 
 
 def build_text_encoder(*, seed: int = 0) -> CLIPTextModel:

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..training.pyramid import pyramid_noise
 from .data import render_dataset
 from .model import (
     SCHEDULER_CONFIG,
@@ -57,6 +58,7 @@ from .model import (
     build_text_encoder,
     build_unet,
     build_vae,
+    whiten_vae,
     sampling_scheduler,
     training_scheduler,
 )
@@ -76,11 +78,15 @@ DEFAULT_TRAINING: Dict[str, Any] = dict(
     vae_batch_size=32,
     vae_lr=1e-3,
     kl_weight=1e-5,
-    steps=2400,
+    latent_rgb_weight=None,
+    whiten_latents=False,
+    steps=3200,
     batch_size=32,
     lr=6e-4,
     caption_dropout=0.12,
     min_snr_gamma=None,
+    pyramid_discount=None,
+    low_snr_weight_cap=None,
     init_from=None,
     seed=0,
 )
@@ -178,6 +184,10 @@ def train(
     gamma = s["min_snr_gamma"]
     if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0):
         raise ValueError(f"min_snr_gamma must be a positive number or None, got {gamma!r}")
+    for key in ("pyramid_discount", "low_snr_weight_cap", "latent_rgb_weight"):
+        value = s[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"{key} must be a positive number or None, got {value!r}")
     if not 0.0 <= s["caption_dropout"] < 1.0:
         raise ValueError(f"caption_dropout must be in [0, 1), got {s['caption_dropout']}")
     init = None
@@ -262,6 +272,8 @@ def train(
         recon = vae.decode(z).sample
         kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
         loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + s["kl_weight"] * kl
+        if s["latent_rgb_weight"] is not None:  # latent channels 0-2 follow the 2×2-pooled colours
+            loss = loss + s["latent_rgb_weight"] * F.mse_loss(posterior.mean[:, :3], F.avg_pool2d(x, 2))
         vae_phase.step(loss)
         vae_step = step + 1
         losses["vae"].append(float(loss.detach()))
@@ -281,6 +293,16 @@ def train(
             means.append(posterior.mean)
             stds.append(posterior.std)
         latent_mean, latent_std = torch.cat(means), torch.cat(stds)
+    if init is None and s["whiten_latents"]:
+        whiten = whiten_vae(vae, latent_mean)
+        with torch.no_grad():  # re-encode through the folded convolutions (the same as W (mean − μ))
+            means, stds = [], []
+            for chunk in images.split(256):
+                posterior = vae.encode(chunk).latent_dist
+                means.append(posterior.mean)
+                stds.append(posterior.std)
+            latent_mean, latent_std = torch.cat(means), torch.cat(stds)
+        log(f"whitened the latent space (W = {whiten.numpy().round(3).tolist()})")
     if init is None:
         scaling_factor = float(1.0 / torch.sqrt(latent_mean.var() + latent_std.pow(2).mean()))
         vae.register_to_config(scaling_factor=scaling_factor)
@@ -306,14 +328,19 @@ def train(
         drop = torch.rand(s["batch_size"], generator=generator) < s["caption_dropout"]
         ids[drop] = empty
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (s["batch_size"],), generator=generator)
-        noise = torch.randn(z0.shape, generator=generator)
+        if s["pyramid_discount"] is None:
+            noise = torch.randn(z0.shape, generator=generator)
+        else:
+            noise = pyramid_noise(z0, discount=s["pyramid_discount"], generator=generator)
         noisy = scheduler.add_noise(z0, noise, timesteps)
         hidden = text_encoder(ids)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
         per_sample = F.mse_loss(prediction, noise, reduction="none").flatten(1).mean(dim=1)
+        snr = alphas_cumprod[timesteps] / (1.0 - alphas_cumprod[timesteps])
         if s["min_snr_gamma"] is not None:
-            snr = alphas_cumprod[timesteps] / (1.0 - alphas_cumprod[timesteps])
             per_sample = per_sample * snr.clamp(max=s["min_snr_gamma"]) / snr
+        if s["low_snr_weight_cap"] is not None:
+            per_sample = per_sample * (1.0 + 1.0 / snr).clamp(max=s["low_snr_weight_cap"])
         loss = per_sample.mean()
         unet_phase.step(loss)
         unet_step = step + 1
@@ -384,6 +411,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lr", type=float, default=None, help="UNet + text encoder peak learning rate (overrides the preset)")
     parser.add_argument("--min-snr-gamma", type=float, default=None,
                         help="Min-SNR-γ loss weighting min(SNR, γ)/SNR (Hang et al. 2023); default: the preset's")
+    parser.add_argument("--pyramid-discount", type=float, default=None,
+                        help="train on pyramid noise with this discount (nlg.training.pyramid_noise); default: the preset's")
+    parser.add_argument("--low-snr-weight-cap", type=float, default=None,
+                        help="weight each ε-loss by min(1 + 1/SNR, cap) (the v-loss weighting, capped); default: the preset's")
+    parser.add_argument("--whiten-latents", action="store_true", help="fold a latent whitening into the VAE (model.whiten_vae)")
+    parser.add_argument("--latent-rgb-weight", type=float, default=None,
+                        help="weight of the VAE term tying latent channels 0-2 to the 2x2-pooled RGB; default: the preset's")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this pipeline folder (VAE kept as is, UNet and text encoder fine-tuned)")
     parser.add_argument("--checkpoint-every", type=int, default=200)
@@ -400,12 +434,24 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         settings["min_snr_gamma"] = args.min_snr_gamma
     if args.init_from is not None:
         settings["init_from"] = str(args.init_from)
+    if args.pyramid_discount is not None:
+        settings["pyramid_discount"] = args.pyramid_discount
+    if args.latent_rgb_weight is not None:
+        settings["latent_rgb_weight"] = args.latent_rgb_weight
+    if args.whiten_latents:
+        settings["whiten_latents"] = True
+    if args.low_snr_weight_cap is not None:
+        settings["low_snr_weight_cap"] = args.low_snr_weight_cap
     out = args.out if args.out is not None else (Path("shapes-quick") if args.quick else DEFAULT_FOLDER)
     command = "python -m nlg.shapes.train" + (" --quick" if args.quick else "") + (
         f" --steps {args.steps}" if args.steps is not None else "") + (f" --seed {args.seed}" if args.seed is not None else "") + (
         f" --lr {args.lr:g}" if args.lr is not None else "") + (
         f" --min-snr-gamma {args.min_snr_gamma:g}" if args.min_snr_gamma is not None else "") + (
-        f" --init-from {args.init_from}" if args.init_from is not None else "")
+        f" --init-from {args.init_from}" if args.init_from is not None else "") + (
+        f" --pyramid-discount {args.pyramid_discount:g}" if args.pyramid_discount is not None else "") + (
+        f" --latent-rgb-weight {args.latent_rgb_weight:g}" if args.latent_rgb_weight is not None else "") + (
+        " --whiten-latents" if args.whiten_latents else "") + (
+        f" --low-snr-weight-cap {args.low_snr_weight_cap:g}" if args.low_snr_weight_cap is not None else "")
     train(out, settings=settings, threads=args.threads, checkpoint_every=args.checkpoint_every,
           progress=not args.no_progress, log=lambda line: print(line, flush=True), command=command)
 
