@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .directions import check_signal
 
-__all__ = ["reference_alpha_bar"]
+__all__ = ["STABLE_DIFFUSION_SCHEDULE", "reference_alpha_bar"]
+
+#: Stable Diffusion's training noise schedule as diffusers scheduler options: ``scaled_linear`` betas
+#: 0.00085 → 0.012 over 1000 steps, ε-prediction, so ᾱ₉₉₉ ≈ 0.0047 (the embedded models use it too).
+STABLE_DIFFUSION_SCHEDULE: Dict[str, Any] = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    clip_sample=False,
+)
 
 
 def reference_alpha_bar(scheduler: Any, reference_timestep: Optional[int]) -> Tuple[int, float]:

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
+from ..core.schedule import STABLE_DIFFUSION_SCHEDULE
 from .data import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
@@ -55,14 +56,7 @@ UNET_CONFIG: Dict[str, Any] = dict(
 )
 
 #: Stable Diffusion's training schedule, ε-prediction.
-SCHEDULER_CONFIG: Dict[str, Any] = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-    clip_sample=False,
-)
+SCHEDULER_CONFIG: Dict[str, Any] = dict(STABLE_DIFFUSION_SCHEDULE)
 
 
 def build_unet(*, seed: int = 0, **overrides: Any) -> UNet2DModel:

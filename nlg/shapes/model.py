@@ -22,6 +22,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..core.schedule import STABLE_DIFFUSION_SCHEDULE
 from .data import IMAGE_SIZE
 from .tokenizer import MODEL_MAX_LENGTH, build_vocab
 
@@ -84,14 +85,7 @@ UNET_CONFIG: Dict[str, Any] = dict(
 )
 
 #: Stable Diffusion's training schedule, ε-prediction.
-SCHEDULER_CONFIG: Dict[str, Any] = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-    clip_sample=False,
-)
+SCHEDULER_CONFIG: Dict[str, Any] = dict(STABLE_DIFFUSION_SCHEDULE)
 
 
 def _seeded(seed: int, build):

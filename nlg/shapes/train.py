@@ -41,7 +41,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +123,17 @@ def weights_sha256(folder: Path) -> Dict[str, str]:
     """sha256 of every ``*.safetensors`` file in a pipeline folder, keyed by relative path."""
     folder = Path(folder)
     return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*.safetensors"))}
+
+
+@torch.no_grad()
+def _encode_all(vae: Any, images: Tensor) -> Tuple[Tensor, Tensor]:
+    """Posterior means and standard deviations of every image, in chunks."""
+    means, stds = [], []
+    for chunk in images.split(256):
+        posterior = vae.encode(chunk).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
 
 
 class _Phase:
@@ -286,22 +297,10 @@ def train(
     vae.eval().requires_grad_(False)
 
     # Encode every scene once (posterior mean and std); latents are sampled per step.
-    with torch.no_grad():
-        means, stds = [], []
-        for chunk in images.split(256):
-            posterior = vae.encode(chunk).latent_dist
-            means.append(posterior.mean)
-            stds.append(posterior.std)
-        latent_mean, latent_std = torch.cat(means), torch.cat(stds)
+    latent_mean, latent_std = _encode_all(vae, images)
     if init is None and s["whiten_latents"]:
         whiten = whiten_vae(vae, latent_mean)
-        with torch.no_grad():  # re-encode through the folded convolutions (the same as W (mean − μ))
-            means, stds = [], []
-            for chunk in images.split(256):
-                posterior = vae.encode(chunk).latent_dist
-                means.append(posterior.mean)
-                stds.append(posterior.std)
-            latent_mean, latent_std = torch.cat(means), torch.cat(stds)
+        latent_mean, latent_std = _encode_all(vae, images)  # through the folded convolutions: W (mean − μ)
         log(f"whitened the latent space (W = {whiten.numpy().round(3).tolist()})")
     if init is None:
         scaling_factor = float(1.0 / torch.sqrt(latent_mean.var() + latent_std.pow(2).mean()))
