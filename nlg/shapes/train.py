@@ -7,9 +7,14 @@ r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusio
 Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed``:
 
 1. **VAE.** ``AutoencoderKL`` on the rendered scenes, loss
-   :math:`\lVert D(z) - x\rVert_1 + \lVert D(z) - x\rVert_2^2 + \beta\,\mathrm{KL}(q(z|x)\,\Vert\,\mathcal N(0, I))`
-   (means over elements, β = 1e-5).  Afterwards ``scaling_factor`` = 1 / std of the latents, as in
-   Stable Diffusion.
+   :math:`\lVert D(z) - x\rVert_1 + \lVert D(z) - x\rVert_2^2 + \beta\,\mathrm{KL}(q(z|x)\,\Vert\,\mathcal N(0, I))
+   + w\,\lVert \mu_{0:3}(x) - \mathrm{pool}_2(x)\rVert_2^2`
+   (means over elements, β = 1e-5; the last term, ``latent_rgb_weight`` w = 1, ties latent channels 0–2 to
+   the 2×2-pooled colours).  Then the latent space is whitened (:func:`nlg.shapes.model.whiten_vae`,
+   folded into the VAE's 1×1 convolutions): on these scenes one direction (object vs. white background)
+   carries most of the latent variance and the colours differ along directions with a few percent of
+   it, so without whitening the diffusion loss barely notices a wrong colour.  ``scaling_factor`` =
+   1 / std of the latents, as in Stable Diffusion.
 2. **UNet + text encoder, jointly**, on the DDPM ε-objective (Ho et al. 2020,
    https://arxiv.org/abs/2006.11239) in latent space (Rombach et al. 2022, https://arxiv.org/abs/2112.10752):
 
@@ -17,7 +22,10 @@ Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed`
        \mathcal L = \lVert \epsilon_\theta(\sqrt{\bar\alpha_t} z_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, t, \tau(c)) - \epsilon\rVert_2^2,
        \qquad c = \text{""} \text{ with probability } p_{\text{drop}} = 0.12,
 
-   with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule; optionally each sample's loss is weighted by
+   with ``t ~ U{0…999}`` on SD's ``scaled_linear`` schedule and ε pyramid noise
+   (:func:`nlg.training.pyramid_noise`, discount 0.5): plain ε leaves the low frequencies of a scene —
+   where an object's colour lives — readable at t ≈ 950, so a model trained on it takes the colour from
+   the initial noise rather than from the prompt.  Optionally each sample's loss is weighted by
    Min-SNR-γ, min(SNR_t, γ)/SNR_t (Hang et al. 2023, https://arxiv.org/abs/2303.09556; ``--min-snr-gamma``).  The caption dropout (each caption
    independently) trains the unconditional ``ε(·|"")`` that classifier-free guidance and NLG need.
 
@@ -78,14 +86,14 @@ DEFAULT_TRAINING: Dict[str, Any] = dict(
     vae_batch_size=32,
     vae_lr=1e-3,
     kl_weight=1e-5,
-    latent_rgb_weight=None,
-    whiten_latents=False,
-    steps=3200,
+    latent_rgb_weight=1.0,
+    whiten_latents=True,
+    steps=4000,
     batch_size=32,
     lr=6e-4,
     caption_dropout=0.12,
     min_snr_gamma=None,
-    pyramid_discount=None,
+    pyramid_discount=0.5,
     low_snr_weight_cap=None,
     init_from=None,
     seed=0,
@@ -411,12 +419,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--min-snr-gamma", type=float, default=None,
                         help="Min-SNR-γ loss weighting min(SNR, γ)/SNR (Hang et al. 2023); default: the preset's")
     parser.add_argument("--pyramid-discount", type=float, default=None,
-                        help="train on pyramid noise with this discount (nlg.training.pyramid_noise); default: the preset's")
+                        help="train on pyramid noise with this discount (nlg.training.pyramid_noise; 0: plain ε); default: the preset's")
     parser.add_argument("--low-snr-weight-cap", type=float, default=None,
                         help="weight each ε-loss by min(1 + 1/SNR, cap) (the v-loss weighting, capped); default: the preset's")
-    parser.add_argument("--whiten-latents", action="store_true", help="fold a latent whitening into the VAE (model.whiten_vae)")
+    parser.add_argument("--whiten-latents", action=argparse.BooleanOptionalAction, default=None,
+                        help="fold a latent whitening into the VAE (model.whiten_vae); default: the preset's (on)")
     parser.add_argument("--latent-rgb-weight", type=float, default=None,
-                        help="weight of the VAE term tying latent channels 0-2 to the 2x2-pooled RGB; default: the preset's")
+                        help="weight of the VAE term tying latent channels 0-2 to the 2x2-pooled RGB (0: none); default: the preset's")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this pipeline folder (VAE kept as is, UNet and text encoder fine-tuned)")
     parser.add_argument("--checkpoint-every", type=int, default=200)
@@ -434,11 +443,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.init_from is not None:
         settings["init_from"] = str(args.init_from)
     if args.pyramid_discount is not None:
-        settings["pyramid_discount"] = args.pyramid_discount
+        settings["pyramid_discount"] = args.pyramid_discount or None
     if args.latent_rgb_weight is not None:
-        settings["latent_rgb_weight"] = args.latent_rgb_weight
-    if args.whiten_latents:
-        settings["whiten_latents"] = True
+        settings["latent_rgb_weight"] = args.latent_rgb_weight or None
+    if args.whiten_latents is not None:
+        settings["whiten_latents"] = args.whiten_latents
     if args.low_snr_weight_cap is not None:
         settings["low_snr_weight_cap"] = args.low_snr_weight_cap
     out = args.out if args.out is not None else (Path("shapes-quick") if args.quick else DEFAULT_FOLDER)
@@ -449,7 +458,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         f" --init-from {args.init_from}" if args.init_from is not None else "") + (
         f" --pyramid-discount {args.pyramid_discount:g}" if args.pyramid_discount is not None else "") + (
         f" --latent-rgb-weight {args.latent_rgb_weight:g}" if args.latent_rgb_weight is not None else "") + (
-        " --whiten-latents" if args.whiten_latents else "") + (
+        ("" if args.whiten_latents is None else " --whiten-latents" if args.whiten_latents else " --no-whiten-latents")) + (
         f" --low-snr-weight-cap {args.low_snr_weight_cap:g}" if args.low_snr_weight_cap is not None else "")
     train(out, settings=settings, threads=args.threads, checkpoint_every=args.checkpoint_every,
           progress=not args.no_progress, log=lambda line: print(line, flush=True), command=command)
