@@ -239,7 +239,9 @@ def train(
     vae = build_vae(seed=s["seed"]) if init is None else AutoencoderKL.from_pretrained(init / "vae")
     vae_phase = _Phase(list(vae.parameters()), s["vae_lr"], max(1, vae_steps))
     vae_step = 0
+    whitened = False  # whether the VAE held in memory has its whitening folded in already
     if state is not None:
+        whitened = bool(state.get("whitened", False))
         vae.load_state_dict(state["vae"])
         vae_phase.load_state_dict(state["vae_phase"])
         vae_step = state["vae_step"]
@@ -269,6 +271,7 @@ def train(
                 "vae": vae.state_dict(),
                 "vae_phase": vae_phase.state_dict(),
                 "vae_step": vae_step,
+                "whitened": whitened,
                 "unet": unet.state_dict() if unet_step > 0 else None,
                 "text_encoder": text_encoder.state_dict(),
                 "unet_phase": unet_phase.state_dict(),
@@ -306,8 +309,9 @@ def train(
 
     # Encode every scene once (posterior mean and std); latents are sampled per step.
     latent_mean, latent_std = _encode_all(vae, images)
-    if init is None and s["whiten_latents"]:
+    if init is None and s["whiten_latents"] and not whitened:  # once: a resumed checkpoint holds the folded VAE
         whiten = whiten_vae(vae, latent_mean)
+        whitened = True
         latent_mean, latent_std = _encode_all(vae, images)  # through the folded convolutions: W (mean − μ)
         log(f"whitened the latent space (W = {whiten.numpy().round(3).tolist()})")
     if init is None:
