@@ -116,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=None, help=f"plain CFG scales (default {SCALES})")
     parser.add_argument("--nlg-scales", type=float, nargs="+", default=None,
                         help="CFG scales for NLG (default: the best plain scale, then 1)")
+    parser.add_argument("--settings", nargs="+", default=None, metavar="K:ETA",
+                        help="only these NLG (K, η) settings, e.g. 20:1 4:5 (to split a run over processes sharing --cache)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--weights", type=Path, default=None, help="pipeline folder (default: shipped)")
@@ -156,9 +158,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     for scale in nlg_scales:
         if scale not in scales:
             run(SamplingConfig(scale))
+    only = None
+    if args.settings:
+        try:
+            only = {(int(k), float(eta)) for k, eta in (item.split(":") for item in args.settings)}
+        except ValueError:
+            raise SystemExit(f"error: --settings takes K:ETA pairs such as 20:1, got {args.settings}") from None
     for scale in nlg_scales:
         for k, eta in (nlg_settings if scale == best or args.quick else NLG_SETTINGS_CFG1):
-            run(SamplingConfig(scale, k, eta))
+            if only is None or (k, eta) in only:
+                run(SamplingConfig(scale, k, eta))
     total = time.perf_counter() - start
 
     # -- tables ----------------------------------------------------------------------------------

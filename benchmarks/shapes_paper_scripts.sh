@@ -11,6 +11,7 @@ set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 RUN=${RUN:-outputs/shapes_paper_scripts}
 OUT=benchmarks/results/shapes_paper_scripts
+TOTAL=${TOTAL:-336}
 SCALE=$($PY -c "from nlg.shapes import DEFAULT_GUIDANCE_SCALE as s; print(s)")
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$RUN" "$OUT"
@@ -26,7 +27,7 @@ for s in range(1000):
 "
 for steps in 0 20; do
   $PY core_experiments/generate_images.py --output_dir "$RUN" --prompts_path "$RUN/captions.json" \
-    --stable_diffusion_path shapes --total_images 336 --scheduler ddim --inference_steps 20 --guidance_level "$SCALE" \
+    --stable_diffusion_path shapes --total_images "$TOTAL" --scheduler ddim --inference_steps 20 --guidance_level "$SCALE" \
     --refining_steps "$steps" --clip_grads --clip_threshold 0.5 --normalize_latents --add_noise --noise_level 0.001
   folder="$RUN/images-guidance_${SCALE}-inf_steps_20-ref_steps_${steps}-step_size_1-norm_True-clip_True-clip_thresh_0.5-guid_form_False-noise_0.001-bound_False"
   $PY core_experiments/calculate_metrics.py --real_image_dir "$RUN/real" --real_image_glob '*.png' \
