@@ -99,3 +99,19 @@ def test_training_options_of_the_shipped_recipe_run_and_are_recorded(tmp_path):
     for key, bad in (("latent_rgb_weight", -1.0), ("pyramid_discount", "0.5"), ("low_snr_weight_cap", 0)):
         with pytest.raises(ValueError, match=key):
             train(tmp_path / "bad", settings=dict(TINY, **{key: bad}), progress=False, log=lambda _: None)
+
+
+def test_the_shipped_recipe_runs_stage_one_once_then_fine_tunes_on_plain_noise(tmp_path, monkeypatch):
+    import nlg.shapes.train as shapes_train
+
+    monkeypatch.setattr(shapes_train, "DEFAULT_TRAINING", dict(TINY))
+    monkeypatch.setattr(shapes_train, "FINETUNE_TRAINING", dict(TINY, pyramid_discount=None, steps=2, lr=2e-4))
+    lines = []
+    meta = shapes_train.train_shipped(tmp_path / "final", stage1=tmp_path / "stage1", progress=False, log=lines.append)
+    stage1 = json.loads((tmp_path / "stage1.json").read_text())
+    assert stage1["settings"] == TINY and meta["init_from_sha256"] == stage1["sha256"]
+    assert meta["settings"]["pyramid_discount"] is None and meta["settings"]["steps"] == 2
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert meta["sha256"][vae] == stage1["sha256"][vae]  # stage 2 keeps the VAE
+    again = shapes_train.train_shipped(tmp_path / "final", stage1=tmp_path / "stage1", progress=False, log=lines.append)
+    assert any("is finished" in line for line in lines) and again["sha256"] == meta["sha256"]
