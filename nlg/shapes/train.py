@@ -103,7 +103,7 @@ DEFAULT_TRAINING: Dict[str, Any] = dict(
 #: (``init_from``, filled in by :func:`train_shipped`) with a fresh optimiser and a lower rate.  Pyramid
 #: noise has more low-frequency power than the white noise a pipeline starts from, so a model trained
 #: only on it reads a sampler's initial noise as a flat (empty) scene; this stage removes that mismatch.
-FINETUNE_TRAINING: Dict[str, Any] = dict(DEFAULT_TRAINING, pyramid_discount=None, steps=800, lr=2e-4)
+FINETUNE_TRAINING: Dict[str, Any] = dict(DEFAULT_TRAINING, pyramid_discount=None, steps=1200, lr=2e-4)
 #: Where :func:`train_shipped` keeps stage 1 (not shipped; its sha256 is recorded in the metadata).
 STAGE1_FOLDER = Path("outputs") / "shapes_ldm_stage1"
 #: ``--quick``: a smoke run of the whole recipe.
