@@ -12,8 +12,8 @@ Configurations: plain sampling at every CFG scale of ``--scales`` (1 = no guidan
 images, which favours plain sampling) for K = 20, 10, 5, 4, 2, 1 with K·η = 20 (:data:`NLG_SETTINGS`), and at
 CFG 1 for (K, η) ∈ {(20, 1), (4, 5), (2, 10)}.  For each
 NLG configuration the difference to plain sampling at the same CFG scale comes with a 95% paired
-bootstrap interval: the (plain, NLG) image pairs of the same prompt and seed are resampled within each
-task, 2000 times, seeded.  Overall accuracy is the mean of the six task accuracies, as in GenEval.
+bootstrap interval: the (plain, NLG) image pairs of the same prompt and seed are resampled over the seeds
+within each prompt, 2000 times, seeded.  Overall accuracy is the mean of the six task accuracies, as in GenEval.
 
 Finished configurations' images are cached in ``--cache`` (keyed by the weights' sha256, the settings
 and the prompt texts), so an interrupted run resumes; cached images are rescored on every run.
@@ -71,10 +71,10 @@ def run_config(pipe, config: SamplingConfig, prompts: List[Dict[str, Any]], imag
         record = {"config": config.__dict__, "name": config.name, "seconds": round(time.perf_counter() - start, 1),
                   "unet_evals_per_image": config.unet_evals_per_image(steps)}
         cache.mkdir(parents=True, exist_ok=True)
-        tmp_images = images_path.with_name(images_path.stem + ".partial.npy")
+        tmp_images = images_path.with_name(f"{images_path.stem}.{os.getpid()}.partial.npy")
         np.save(tmp_images, images)
         os.replace(tmp_images, images_path)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
     scores = score_batch(images, meta)
@@ -83,21 +83,28 @@ def run_config(pipe, config: SamplingConfig, prompts: List[Dict[str, Any]], imag
     return record
 
 
-def bootstrap_difference(a: np.ndarray, b: np.ndarray, tags: Sequence[str], seed: int) -> Dict[str, Tuple[float, float, float]]:
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, tags: Sequence[str], seed: int,
+                         prompts: Sequence[int] | None = None) -> Dict[str, Tuple[float, float, float]]:
     """Mean difference b − a per task and overall (task mean), with 95% percentile intervals.
 
     ``a`` and ``b`` hold one 0/1 verdict per image, paired (same prompt, same seed).  The paired images are
-    resampled with replacement within each task, :data:`BOOTSTRAP` times, seeded: the interval is that of
-    the task accuracy on this prompt set, as GenEval reports it.
+    resampled with replacement within each prompt (``prompts``: the prompt of each image; without it, within
+    each task), :data:`BOOTSTRAP` times, seeded: the interval is that of the task accuracy on this fixed
+    prompt set over the seeds, as GenEval reports accuracy.
     """
     generator = torch.Generator().manual_seed(seed)
     tasks = [t for t in TASKS if t in tags]
-    index = {t: np.array([i for i, tag in enumerate(tags) if tag == t]) for t in tasks}
+    groups = list(tags) if prompts is None else [f"{tag}|{p}" for tag, p in zip(tags, prompts)]
     diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    index = {t: np.array([i for i, tag in enumerate(tags) if tag == t]) for t in tasks}
     draws = {}
     for t in tasks:
-        picks = torch.randint(0, len(index[t]), (BOOTSTRAP, len(index[t])), generator=generator).numpy()
-        draws[t] = diff[index[t][picks]].mean(axis=1)
+        parts = []
+        for group in dict.fromkeys(groups[i] for i in index[t]):
+            members = np.array([i for i in index[t] if groups[i] == group])
+            picks = torch.randint(0, len(members), (BOOTSTRAP, len(members)), generator=generator).numpy()
+            parts.append(diff[members[picks]])
+        draws[t] = np.concatenate(parts, axis=1).mean(axis=1)
     overall = np.mean([draws[t] for t in tasks], axis=0)
     out = {t: (float(diff[index[t]].mean()), *np.percentile(draws[t], [2.5, 97.5]).tolist()) for t in tasks}
     out["overall"] = (float(np.mean([diff[index[t]].mean() for t in tasks])), *np.percentile(overall, [2.5, 97.5]).tolist())
@@ -173,13 +180,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     # -- tables ----------------------------------------------------------------------------------
     rows: List[Dict[str, Any]] = []
     image_tags = [t for t in tags for _ in range(per_prompt)]
+    image_prompts = [i for i in range(len(prompts)) for _ in range(per_prompt)]
+    if only is not None:
+        print(f"partial run (--settings): cached in {args.cache}; run without --settings to write the tables")
+        return
     for config, record in records.items():
         acc = task_accuracies(image_tags, record["correct"])
         diff = None
         if config.refining_steps:
             base = records[SamplingConfig(config.guidance_scale)]
             diff = bootstrap_difference(np.asarray(base["correct"], float), np.asarray(record["correct"], float),
-                                        image_tags, seed=args.seed)
+                                        image_tags, seed=args.seed, prompts=image_prompts)
         for task in list(TASKS) + ["overall"]:
             if task not in acc:
                 continue
@@ -217,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         delta = fmt_diff((o["diff_vs_plain"], o["ci_low"], o["ci_high"])) if o["diff_vs_plain"] != "" else "—"
         lines.append(f"| {name} | " + " | ".join(f"{100 * cells[t]['accuracy']:.1f}" for t in tasks)
                      + f" | **{100 * o['accuracy']:.1f}** | {delta} | {100 * o['off_palette']:.2f}% | {o['unet_evals_per_image']} |")
-    lines += ["", "Per-task NLG − plain differences (percentage points, 95% paired bootstrap interval over prompts):", "",
+    lines += ["", "Per-task NLG − plain differences (percentage points, 95% paired bootstrap interval over seeds within prompts):", "",
               "| configuration | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for name, cells in by_config.items():
         if cells["overall"]["diff_vs_plain"] == "":

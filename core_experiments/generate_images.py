@@ -206,7 +206,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     state = process_state()
     dtype = resolve_dtype(args.dtype, state.device)
     prompts_sha256 = hashlib.sha256(Path(args.prompts_path).read_bytes()).hexdigest()
-    folder = RunFolder(Path(args.output_dir) / run_folder_name(args), run_settings(args, dtype, prompts_sha256))
+    settings = run_settings(args, dtype, prompts_sha256)
+    folder = RunFolder(Path(args.output_dir) / run_folder_name(args), settings)
+    recorded = (folder.recorded_settings() or {}).get("stable_diffusion_path")
+    if isinstance(recorded, str) and recorded != settings["stable_diffusion_path"] and Path(recorded).is_dir() \
+            and Path(recorded).resolve() == Path(settings["stable_diffusion_path"]).resolve():
+        settings["stable_diffusion_path"] = recorded  # a run recorded before paths were resolved: the same model
+        folder = RunFolder(folder.path, settings)
     folder.check(overwrite=args.overwrite)  # before the (slow) model load: refuse early, write nothing
     pipe = load_pipeline(args, dtype, state.device)
     alpha_bar_override = reference_sigma_override(args, pipe, selection) if args.reference_sigma_bug else None

@@ -416,15 +416,16 @@ def test_overwrite_refuses_to_delete_a_live_runs_images(assets, tmp_path):
 def test_the_same_local_model_spelled_differently_is_the_same_run(assets, tmp_path, monkeypatch):
     small = ["--total_images", "1", "--inference_steps", "1", "--height", "16", "--width", "16"]
     assert gen.main(base_args(assets, tmp_path) + small) == 0
-    images = {p.name: p.read_bytes() for p in run_folder(tmp_path).glob("*.png")}
+    images = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in run_folder(tmp_path).glob("*.png")}
     args = base_args(assets, tmp_path)
     i = args.index("--stable_diffusion_path") + 1
     model = Path(args[i])
     monkeypatch.chdir(model.parent)
     args[i] = f"./{model.name}/"  # relative, with a trailing slash
     assert gen.main(args + small + ["--total_images", "2", "--overwrite"]) == 0  # resumes: nothing deleted
-    for name, data in images.items():
-        assert (run_folder(tmp_path) / name).read_bytes() == data
+    for name, kept in images.items():
+        p = run_folder(tmp_path) / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) == kept, f"{name} was rewritten"
 
 
 def test_manifest_ignores_and_repairs_a_torn_last_line(tmp_path):

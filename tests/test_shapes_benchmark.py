@@ -89,3 +89,15 @@ def test_demo_writes_a_grid_and_returns_both_arms(tmp_path, capsys):
     assert set(accuracy) == {"plain", "nlg"} and set(accuracy["plain"]) == {
         "single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"}
     assert "overall" in capsys.readouterr().out
+
+
+def test_bootstrap_resamples_seeds_within_each_prompt():
+    bench = _benchmark_module()
+    tags = ["colors"] * 8
+    prompts = [0, 0, 0, 0, 1, 1, 1, 1]
+    a = np.zeros(8)
+    b = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # prompt 0 always gains, prompt 1 never
+    within = bench.bootstrap_difference(a, b, tags, seed=0, prompts=prompts)
+    assert within["colors"] == pytest.approx((0.5, 0.5, 0.5))  # every resample keeps 4 images of each prompt
+    pooled = bench.bootstrap_difference(a, b, tags, seed=0)
+    assert pooled["colors"][1] < 0.5 < pooled["colors"][2]  # pooling over the task mixes the prompts

@@ -92,26 +92,15 @@ def test_whitening_folded_into_the_vae_keeps_its_decoding_and_whitens_the_latent
         torch.testing.assert_close(vae.decode(after).sample, decoded, rtol=1e-4, atol=1e-4)  # same images
 
 
-def test_training_options_of_the_shipped_recipe_run_and_are_recorded(tmp_path):
-    settings = dict(TINY, whiten_latents=True, latent_rgb_weight=1.0, pyramid_discount=0.5, low_snr_weight_cap=20.0)
-    meta = train(tmp_path / "m", settings=settings, progress=False, log=lambda _: None)
-    assert meta["settings"] == settings
+def test_each_training_option_changes_the_model_and_is_recorded(tmp_path):
+    plain = dict(TINY, whiten_latents=False, latent_rgb_weight=None, pyramid_discount=None, low_snr_weight_cap=None)
+    base = train(tmp_path / "base", settings=plain, progress=False, log=lambda _: None)
+    vae, unet = "vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors"
+    for key, value, part in (("whiten_latents", True, vae), ("latent_rgb_weight", 1.0, vae),
+                             ("pyramid_discount", 0.5, unet), ("low_snr_weight_cap", 20.0, unet)):
+        meta = train(tmp_path / key, settings=dict(plain, **{key: value}), progress=False, log=lambda _: None)
+        assert meta["settings"][key] == value
+        assert meta["sha256"][part] != base["sha256"][part], key
     for key, bad in (("latent_rgb_weight", -1.0), ("pyramid_discount", "0.5"), ("low_snr_weight_cap", 0)):
         with pytest.raises(ValueError, match=key):
             train(tmp_path / "bad", settings=dict(TINY, **{key: bad}), progress=False, log=lambda _: None)
-
-
-def test_the_shipped_recipe_runs_stage_one_once_then_fine_tunes_on_plain_noise(tmp_path, monkeypatch):
-    import nlg.shapes.train as shapes_train
-
-    monkeypatch.setattr(shapes_train, "DEFAULT_TRAINING", dict(TINY))
-    monkeypatch.setattr(shapes_train, "FINETUNE_TRAINING", dict(TINY, pyramid_discount=None, steps=2, lr=2e-4))
-    lines = []
-    meta = shapes_train.train_shipped(tmp_path / "final", stage1=tmp_path / "stage1", progress=False, log=lines.append)
-    stage1 = json.loads((tmp_path / "stage1.json").read_text())
-    assert stage1["settings"] == TINY and meta["init_from_sha256"] == stage1["sha256"]
-    assert meta["settings"]["pyramid_discount"] is None and meta["settings"]["steps"] == 2
-    vae = "vae/diffusion_pytorch_model.safetensors"
-    assert meta["sha256"][vae] == stage1["sha256"][vae]  # stage 2 keeps the VAE
-    again = shapes_train.train_shipped(tmp_path / "final", stage1=tmp_path / "stage1", progress=False, log=lines.append)
-    assert any("is finished" in line for line in lines) and again["sha256"] == meta["sha256"]

@@ -342,6 +342,10 @@ class RunFolder:
             or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
         ]
 
+    def recorded_settings(self) -> Optional[Dict[str, Any]]:
+        """The settings recorded in the folder's ``run_config.json``, or None if there are none (or unreadable)."""
+        return self._previous()
+
     def _previous(self) -> Optional[Dict[str, Any]]:
         """The recorded settings, or None if there is no readable ``run_config.json``."""
         config = self.path / self.CONFIG
@@ -390,12 +394,13 @@ class RunFolder:
         settings are deleted first; a run with the same settings is resumed and loses nothing.  Call
         from one process only, after :meth:`check`.  Returns True if a previous run was replaced.
         """
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.hold()
         self.check(overwrite=overwrite)
         replace = overwrite and not self.same_settings() and bool(self._ours())
-        self.path.mkdir(parents=True, exist_ok=True)
-        if replace:
-            self._lock_alone()  # no live run of the old settings may lose its images under it
-        self.hold()
+        if replace:  # alone, or not at all: no live run of the old settings may lose its images under it
+            self._lock_alone()
+            replace = not self.same_settings() and bool(self._ours())  # read again under the exclusive lock
         damaged = 0
         for p in self._ours():
             if replace or (p.name.endswith(TMP_SUFFIX) and not _writer_alive(p)):
@@ -409,6 +414,7 @@ class RunFolder:
         self.manifest.repair()
         if not self.same_settings():
             write_json(self.path / self.CONFIG, self.settings)
+        self.hold()  # back to sharing the folder (after an exclusive replacement)
         return replace
 
     def _lock_path(self) -> Path:

@@ -1,8 +1,8 @@
 r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusion pipeline folder.
 
-    python -m nlg.shapes.train                          # the shipped model, both stages (nlg/shapes/weights/shapes_ldm)
+    python -m nlg.shapes.train                          # the shipped model (nlg/shapes/weights/shapes_ldm)
     python -m nlg.shapes.train --quick --out /tmp/shapes  # a ~1-minute smoke run
-    python -m nlg.shapes.train --init-from DIR --seed 1 --lr 5e-4 --min-snr-gamma 5 --steps 1200   # continue DIR
+    python -m nlg.shapes.train --init-from DIR --seed 1 --lr 2e-4 --steps 1200   # continue DIR (the same recipe)
 
 Two phases, every random draw from one ``torch.Generator`` seeded with ``--seed``:
 
@@ -72,8 +72,7 @@ from .model import (
 )
 from .tokenizer import build_tokenizer
 
-__all__ = ["DEFAULT_TRAINING", "FINETUNE_TRAINING", "QUICK_TRAINING", "WEIGHTS_ROOT", "DEFAULT_FOLDER", "STAGE1_FOLDER",
-           "TRAIN_SEED_OFFSET", "train", "train_shipped", "main"]
+__all__ = ["DEFAULT_TRAINING", "QUICK_TRAINING", "WEIGHTS_ROOT", "DEFAULT_FOLDER", "TRAIN_SEED_OFFSET", "train", "main"]
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 DEFAULT_FOLDER = WEIGHTS_ROOT / "shapes_ldm"
@@ -99,13 +98,6 @@ DEFAULT_TRAINING: Dict[str, Any] = dict(
     init_from=None,
     seed=0,
 )
-#: Stage 2 of the shipped model: the same ε-objective on plain Gaussian noise, continued from stage 1
-#: (``init_from``, filled in by :func:`train_shipped`) with a fresh optimiser and a lower rate.  Pyramid
-#: noise has more low-frequency power than the white noise a pipeline starts from, so a model trained
-#: only on it reads a sampler's initial noise as a flat (empty) scene; this stage removes that mismatch.
-FINETUNE_TRAINING: Dict[str, Any] = dict(DEFAULT_TRAINING, pyramid_discount=None, steps=1200, lr=2e-4)
-#: Where :func:`train_shipped` keeps stage 1 (not shipped; its sha256 is recorded in the metadata).
-STAGE1_FOLDER = Path("outputs") / "shapes_ldm_stage1"
 #: ``--quick``: a smoke run of the whole recipe.
 QUICK_TRAINING: Dict[str, Any] = dict(DEFAULT_TRAINING, scenes=256, vae_steps=20, vae_batch_size=16, steps=20, batch_size=16)
 
@@ -418,24 +410,6 @@ def train(
     return meta
 
 
-def train_shipped(out: Path = DEFAULT_FOLDER, *, stage1: Path = STAGE1_FOLDER, threads: int = 1,
-                  checkpoint_every: int = 200, progress: bool = True,
-                  log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """The shipped model's two stages: :data:`DEFAULT_TRAINING` into ``stage1`` (skipped if that folder holds a
-    finished run with these settings), then :data:`FINETUNE_TRAINING` from it into ``out``.  Each stage resumes."""
-    stage1 = Path(stage1)
-    meta_path = stage1.with_name(stage1.name + ".json")
-    done = meta_path.is_file() and json.loads(meta_path.read_text()).get("settings") == DEFAULT_TRAINING
-    if not done:
-        train(stage1, settings=DEFAULT_TRAINING, threads=threads, checkpoint_every=checkpoint_every, progress=progress,
-              log=log, command="python -m nlg.shapes.train (stage 1)")
-    else:
-        log(f"stage 1: {stage1} is finished, continuing from it")
-    settings = dict(FINETUNE_TRAINING, init_from=str(stage1))
-    return train(out, settings=settings, threads=threads, checkpoint_every=checkpoint_every, progress=progress,
-                 log=log, command="python -m nlg.shapes.train")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command line for :func:`train`."""
     parser = argparse.ArgumentParser(description="Train the shapes text-to-image model (CPU, seeded, resumable).")
@@ -458,18 +432,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="weight of the VAE term tying latent channels 0-2 to the 2x2-pooled RGB (0: none); default: the preset's")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this pipeline folder (VAE kept as is, UNet and text encoder fine-tuned)")
-    parser.add_argument("--stage1-out", type=Path, default=STAGE1_FOLDER,
-                        help=f"with no recipe options: where stage 1 of the shipped model goes (default {STAGE1_FOLDER})")
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
-    recipe = ("steps", "seed", "lr", "min_snr_gamma", "init_from", "pyramid_discount", "latent_rgb_weight",
-              "whiten_latents", "low_snr_weight_cap")
-    if not args.quick and all(getattr(args, name) is None for name in recipe):  # the shipped model, both stages
-        train_shipped(args.out if args.out is not None else DEFAULT_FOLDER, stage1=args.stage1_out, threads=args.threads,
-                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      log=lambda line: print(line, flush=True))
-        return
     settings = dict(QUICK_TRAINING if args.quick else DEFAULT_TRAINING)
     if args.steps is not None:
         settings["steps"] = args.steps
