@@ -42,7 +42,7 @@ from nlg.shapes.train import weights_sha256
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCALES = (1.0, 3.0, 6.0)
-#: (K, η) at the best plain scale: the cost study's path length K·η = 20 while K shrinks (issue 12).
+#: (K, η) at the first NLG scale (default: the best plain one): the cost study's K·η = 20 while K shrinks (issue 12).
 NLG_SETTINGS = ((20, 1.0), (10, 2.0), (5, 4.0), (4, 5.0), (2, 10.0), (1, 20.0))
 #: (K, η) at CFG 1: the paper's K = 20 and the two cheapest budgets.
 NLG_SETTINGS_CFG1 = ((20, 1.0), (4, 5.0), (2, 10.0))
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20, the documented default)")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help=f"plain CFG scales (default {SCALES})")
     parser.add_argument("--nlg-scales", type=float, nargs="+", default=None,
-                        help="CFG scales for NLG (default: the best plain scale, then 1)")
+                        help="CFG scales for NLG, the first with every K of the cost study (default: the best plain scale, then 1)")
     parser.add_argument("--settings", nargs="+", default=None, metavar="K:ETA",
                         help="only these NLG (K, η) settings, e.g. 20:1 4:5 (to split a run over processes sharing --cache)")
     parser.add_argument("--seed", type=int, default=0)
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError:
             raise SystemExit(f"error: --settings takes K:ETA pairs such as 20:1, got {args.settings}") from None
     for scale in nlg_scales:
-        for k, eta in (nlg_settings if scale == best or args.quick else NLG_SETTINGS_CFG1):
+        for k, eta in (nlg_settings if scale == nlg_scales[0] or args.quick else NLG_SETTINGS_CFG1):
             if only is None or (k, eta) in only:
                 run(SamplingConfig(scale, k, eta))
     total = time.perf_counter() - start
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     lines = [
         f"Mini-GenEval, {len(prompts)} prompts × {per_prompt} images, DDIM {args.steps} steps, seed {args.seed}; "
         f"weights sha256 (unet) {sha.get('unet/diffusion_pytorch_model.safetensors', '?')[:16]}…; "
-        f"best plain CFG scale {best:g}.",
+        f"best plain CFG scale (overall) {best:g}; NLG at CFG {', '.join(f'{s:g}' for s in nlg_scales)}.",
         "",
         "| configuration | " + " | ".join(tasks) + " | overall | Δ overall vs plain [95% CI] | off-palette | UNet evals/image |",
         "|---|" + "---|" * len(tasks) + "---|---|---|---|",
