@@ -8,9 +8,10 @@ Every configuration draws ``--images-per-prompt`` images for each of the 84 prom
 image), DDIM with ``--steps`` steps, and scores them with the exact scorer (:mod:`nlg.shapes.geneval`).
 
 Configurations: plain sampling at every CFG scale of ``--scales`` (1 = no guidance); then NLG through
-``NoiseLevelGuidance(refining_steps=K, step_size=η)(pipe, ...)`` at the best plain scale (chosen on these same
-images, which favours plain sampling) for K = 20, 10, 5, 4, 2, 1 with K·η = 20 (:data:`NLG_SETTINGS`), and at
-CFG 1 for (K, η) ∈ {(20, 1), (4, 5), (2, 10)}.  For each
+``NoiseLevelGuidance(refining_steps=K, step_size=η)(pipe, ...)`` at the model's default scale
+(:data:`nlg.shapes.DEFAULT_GUIDANCE_SCALE`, which ties the best plain scale on these same images) for
+K = 20, 10, 5, 4, 2, 1 with K·η = 20 (:data:`NLG_SETTINGS`), and at CFG 1 (no guidance) for
+(K, η) ∈ {(20, 1), (4, 5), (2, 10)}.  For each
 NLG configuration the difference to plain sampling at the same CFG scale comes with a 95% paired
 bootstrap interval: the (plain, NLG) image pairs of the same prompt and seed are resampled over the seeds
 within each prompt, 2000 times, seeded.  Overall accuracy is the mean of the six task accuracies, as in GenEval.
@@ -34,14 +35,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from nlg.shapes import DEFAULT_PIPELINE, load_pipeline
+from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_PIPELINE, load_pipeline
 from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, image_seed, score_batch
 from nlg.shapes.train import weights_sha256
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCALES = (1.0, 3.0, 6.0)
+SCALES = (1.0, 3.0, 4.5, 6.0, 9.0)
 #: (K, η) at the first NLG scale (default: the best plain one): the cost study's K·η = 20 while K shrinks (issue 12).
 NLG_SETTINGS = ((20, 1.0), (10, 2.0), (5, 4.0), (4, 5.0), (2, 10.0), (1, 20.0))
 #: (K, η) at CFG 1: the paper's K = 20 and the two cheapest budgets.
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20, the documented default)")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help=f"plain CFG scales (default {SCALES})")
     parser.add_argument("--nlg-scales", type=float, nargs="+", default=None,
-                        help="CFG scales for NLG, the first with every K of the cost study (default: the best plain scale, then 1)")
+                        help="CFG scales for NLG, the first with every K of the cost study (default: nlg.shapes.DEFAULT_GUIDANCE_SCALE, then 1)")
     parser.add_argument("--settings", nargs="+", default=None, metavar="K:ETA",
                         help="only these NLG (K, η) settings, e.g. 20:1 4:5 (to split a run over processes sharing --cache)")
     parser.add_argument("--seed", type=int, default=0)
@@ -161,7 +162,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         return task_accuracies([t for t in tags for _ in range(per_prompt)], records[config]["correct"])["overall"]
 
     best = max(scales, key=lambda s: (overall(SamplingConfig(s)), -s))
-    nlg_scales = args.nlg_scales or ([best] + ([1.0] if best != 1.0 else []))
+    if args.nlg_scales:
+        nlg_scales = list(args.nlg_scales)
+    elif args.quick:
+        nlg_scales = [best] + ([1.0] if best != 1.0 else [])
+    else:  # the model's documented default scale, then no guidance
+        nlg_scales = [DEFAULT_GUIDANCE_SCALE] + ([1.0] if DEFAULT_GUIDANCE_SCALE != 1.0 else [])
     for scale in nlg_scales:
         if scale not in scales:
             run(SamplingConfig(scale))
@@ -235,8 +241,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         lines.append(f"| {name} | " + " | ".join(
             fmt_diff((cells[t]["diff_vs_plain"], cells[t]["ci_low"], cells[t]["ci_high"])) for t in tasks) + " |")
-    lines += ["", f"Command: `python benchmarks/shapes_geneval.py{' --quick' if args.quick else ''}`; "
-              f"{total / 60:.1f} min on 1 thread of a shared CPU (generation only, excluding cached configurations).",
+    generation = sum(r["seconds"] for r in records.values())
+    command = " ".join(["python benchmarks/shapes_geneval.py", *(sys.argv[1:] if argv is None else argv)]).strip()
+    lines += ["", f"Command: `{command}`; {generation / 60:.1f} min of generation summed over the configurations "
+              f"(1 thread each; this run {total / 60:.1f} min, the rest from the cache).",
               "", "Weights sha256: " + ", ".join(f"`{k}` {v}" for k, v in sha.items())]
     md_path = args.out_dir / "shapes_geneval.md"
     md_path.write_text("\n".join(lines) + "\n")
