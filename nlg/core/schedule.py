@@ -8,8 +8,8 @@ from .directions import check_signal
 
 __all__ = ["STABLE_DIFFUSION_SCHEDULE", "reference_alpha_bar"]
 
-#: Stable Diffusion's training noise schedule as diffusers scheduler options: ``scaled_linear`` betas
-#: 0.00085 → 0.012 over 1000 steps, ε-prediction, so ᾱ₉₉₉ ≈ 0.0047 (the embedded models use it too).
+#: Stable Diffusion's training noise schedule as diffusers scheduler options (``scaled_linear`` betas
+#: 0.00085 → 0.012 over 1000 steps, ε-prediction, so ᾱ₉₉₉ ≈ 0.0047); the embedded models use it too.
 STABLE_DIFFUSION_SCHEDULE: Dict[str, Any] = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
