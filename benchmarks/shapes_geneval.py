@@ -182,14 +182,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             if only is None or (k, eta) in only:
                 run(SamplingConfig(scale, k, eta))
     total = time.perf_counter() - start
+    if only is not None:
+        print(f"partial run (--settings): cached in {args.cache}; run without --settings to write the tables")
+        return
 
     # -- tables ----------------------------------------------------------------------------------
     rows: List[Dict[str, Any]] = []
     image_tags = [t for t in tags for _ in range(per_prompt)]
     image_prompts = [i for i in range(len(prompts)) for _ in range(per_prompt)]
-    if only is not None:
-        print(f"partial run (--settings): cached in {args.cache}; run without --settings to write the tables")
-        return
     for config, record in records.items():
         acc = task_accuracies(image_tags, record["correct"])
         diff = None

@@ -116,19 +116,19 @@ def validate_generator(generator: GeneratorLike, batch: Optional[int] = None) ->
         raise ValueError(f"generator is a list of {len(generator)} generators but latents hold {batch} samples")
 
 
-def check_latents_tensor(latents: Tensor, *, require_norm: bool = False) -> None:
-    """Raise a ``ValueError``/``TypeError`` naming ``latents`` unless they are a non-empty, finite, real
+def check_latents_tensor(latents: Tensor, *, require_norm: bool = False, name: str = "latents") -> None:
+    """Raise a ``ValueError``/``TypeError`` naming ``name`` unless the tensor is a non-empty, finite, real
     floating-point tensor with data (not on the meta device); with ``require_norm``, no sample may be all zeros."""
     if not latents.is_floating_point():
-        raise TypeError(f"latents must be a floating-point tensor, got {latents.dtype}")
+        raise TypeError(f"{name} must be a floating-point tensor, got {latents.dtype}")
     if latents.device.type == "meta":
-        raise ValueError("latents are on the meta device (shape only, no data): move them to a real device")
+        raise ValueError(f"{name} are on the meta device (shape only, no data): move them to a real device")
     if latents.numel() == 0:
-        raise ValueError(f"latents must not be empty, got shape {tuple(latents.shape)}")
+        raise ValueError(f"{name} must not be empty, got shape {tuple(latents.shape)}")
     if not bool(torch.isfinite(latents).all()):
-        raise ValueError("latents contain NaN or Inf")
+        raise ValueError(f"{name} contain NaN or Inf")
     if require_norm and not bool((latents.flatten(1).abs().amax(dim=1) > 0).all()):
-        raise ValueError("latents hold an all-zero sample, which cannot be rescaled to norm √D (normalize_latents=True)")
+        raise ValueError(f"{name} hold an all-zero sample, which cannot be rescaled to norm √D (normalize_latents=True)")
 
 
 def accepts_index(fn: Callable[..., Tensor]) -> bool:
@@ -294,8 +294,7 @@ def refine_noise(
             raise TypeError(f"fixed_noise must be a torch.Tensor or None, got {type(fixed_noise).__name__}")
         if fixed_noise.shape != latents.shape:
             raise ValueError(f"fixed_noise must have the latents' shape {tuple(latents.shape)}, got {tuple(fixed_noise.shape)}")
-        if not bool(torch.isfinite(fixed_noise).all()):
-            raise ValueError("fixed_noise holds NaN or Inf")
+        check_latents_tensor(fixed_noise, name="fixed_noise")
 
     out_dtype = latents.dtype
     # Half precision overflows ‖n‖² (D = 16384 for SD at 512², 65536 for SDXL): refine in float32.

@@ -426,7 +426,7 @@ class RunFolder:
         held = _HELD.pop(path, None)
         if held is not None:
             os.close(held)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # a fresh description: flock has no atomic upgrade
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
