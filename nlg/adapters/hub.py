@@ -1,6 +1,6 @@
 """Hugging Face Hub ids of the Stable Diffusion checkpoints nlg is documented and tested with: the one place they live.
 
-Stability AI removed its Stable Diffusion 2.x repositories  from the Hub in November 2025; the ids below for SD 2.1 are community
+Stability AI removed its Stable Diffusion 2.x repositories from the Hub in November 2025; the ids below for SD 2.1 are community
 mirrors (``sd2-community/…``) holding the same files.  SD 1.5 lives at ``stable-diffusion-v1-5/…`` since RunwayML
 removed its own repository in 2024.  No code here names a removed id: the guides list them beside their
 replacements, and a run folder written under a removed id is resumed as the experiment scripts document.
