@@ -18,6 +18,7 @@ PACKAGE = ROOT / "nlg"
 
 #: Layers, lowest first.  A module may import its own layer (acyclically) and the layers below it.
 LAYERS = {
+    "nlg.utils": 0,  # shared types and atomic writes: no model code
     "nlg.core": 0,
     "nlg.adapters": 1,
     "nlg.guidance": 2,

@@ -35,6 +35,9 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Opti
 import numpy as np
 import torch
 
+from ..utils.io import DISK_FULL, TMP_SUFFIX, atomic_write
+from ..utils.types import PathLike
+
 __all__ = [
     "SCHEDULERS",
     "Caption",
@@ -55,7 +58,6 @@ __all__ = [
     "generate_images",
 ]
 
-PathLike = Union[str, Path]
 T = TypeVar("T")
 #: The schedulers SD / SDXL pipelines ship with, by short name.
 SCHEDULERS = {
@@ -67,8 +69,6 @@ SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",
     "unipc": "UniPCMultistepScheduler",
 }
-#: Temporary files are hidden and end in ``.tmp``, so no ``*.png`` glob ever sees a partial image.
-TMP_SUFFIX = ".tmp"
 #: Per-id claim files (``.<id>.claim``), locked with ``flock`` while a process generates that id.
 CLAIM_SUFFIX = ".claim"
 #: Claims this process holds: claim file -> the descriptor that holds its lock (see :meth:`RunFolder.claim`).
@@ -76,8 +76,6 @@ _CLAIMS: Dict[Path, int] = {}
 #: Every live process of a run holds a shared ``flock`` on the folder's ``.run.lock`` (see :meth:`RunFolder.hold`).
 RUN_LOCK = ".run.lock"
 _HELD: Dict[Path, int] = {}
-#: Errors of a full disk or an exhausted quota.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -209,27 +207,6 @@ def chunks(items: Sequence[T], size: int) -> Iterator[List[T]]:
     """Consecutive batches of at most ``size`` items."""
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a hidden temporary file, then rename it into place.
-
-    Readers (and a resumed run after ``kill -9``) see either the old file, or none, or the whole new
-    file, never a partial one.  The temporary file is removed if ``write`` fails.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in DISK_FULL and err.filename is None:
-            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err  # name the file being written
-        raise
 
 
 def _finite_or_none(data: Any) -> Any:

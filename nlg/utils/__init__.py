@@ -1,0 +1,21 @@
+"""``nlg.utils``: the lowest layer: shared types and atomic file writes, with no model code.
+
+- :mod:`~nlg.utils.types`: ``GeneratorLike`` and ``PathLike``, defined once;
+- :mod:`~nlg.utils.io`: :func:`~nlg.utils.io.atomic_write` and its helpers, the one implementation every
+  long job uses so that a killed run never leaves a half-written file.
+"""
+
+from .io import DISK_FULL, TMP_SUFFIX, atomic_save_torch, atomic_write, atomic_write_json, atomic_write_text, sha256_file
+from .types import GeneratorLike, PathLike
+
+__all__ = [
+    "GeneratorLike",
+    "PathLike",
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_save_torch",
+    "sha256_file",
+    "DISK_FULL",
+    "TMP_SUFFIX",
+]
