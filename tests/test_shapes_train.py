@@ -6,33 +6,42 @@ import json
 import pytest
 import torch
 
-from nlg.shapes.train import DEFAULT_TRAINING, train
+import dataclasses
 
-TINY = dict(DEFAULT_TRAINING, scenes=48, vae_steps=4, vae_batch_size=4, steps=4, batch_size=4)
+import nlg.shapes.train as shapes_train
+from nlg.shapes.train import DEFAULT_TRAINING, ShapesTraining, train
+
+TINY = dataclasses.replace(DEFAULT_TRAINING, scenes=48, vae_steps=4, vae_batch_size=4, steps=4, batch_size=4)
 
 
 class Interrupt(Exception):
     pass
 
 
-def _stop_at(prefix):
-    def log(line):
-        if line.startswith(prefix):
-            raise Interrupt(line)
-
-    return log
-
-
-def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_path):
+def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_path, monkeypatch):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    whole = train(tmp_path / "whole", settings=TINY, checkpoint_every=2, progress=False, log=lambda _: None)
-    with pytest.raises(Interrupt):  # killed right after the first UNet checkpoint
-        train(tmp_path / "resumed", settings=TINY, checkpoint_every=2, progress=False, log=_stop_at("UNet step 2/"))
-    assert (tmp_path / "resumed.partial" / "checkpoint.pt").is_file() and not (tmp_path / "resumed").exists()
+    whole = train(tmp_path / "whole", settings=TINY, checkpoint_every=2, progress=False)
+    original = shapes_train._diffusion_loss
+
+    def killed_at_step_3(*args):
+        loss_fn = original(*args)
+
+        def wrapped(step, generator):
+            if step == 3:
+                raise Interrupt  # as kill -9 right after the step-2 checkpoint
+            return loss_fn(step, generator)
+
+        return wrapped
+
+    monkeypatch.setattr(shapes_train, "_diffusion_loss", killed_at_step_3)
+    with pytest.raises(Interrupt):
+        train(tmp_path / "resumed", settings=TINY, checkpoint_every=2, progress=False)
+    monkeypatch.setattr(shapes_train, "_diffusion_loss", original)
+    assert (tmp_path / "resumed.partial" / "unet.pt").is_file() and not (tmp_path / "resumed").exists()
     with pytest.raises(ValueError, match="other settings"):
-        train(tmp_path / "resumed", settings=dict(TINY, lr=1e-4), progress=False, log=lambda _: None)
-    resumed = train(tmp_path / "resumed", settings=TINY, checkpoint_every=2, progress=False, log=lambda _: None)
+        train(tmp_path / "resumed", settings=dataclasses.replace(TINY, lr=1e-4), progress=False)
+    resumed = train(tmp_path / "resumed", settings=TINY, checkpoint_every=2, progress=False)
     assert not (tmp_path / "resumed.partial").exists()
     assert resumed["sha256"] == whole["sha256"] and len(whole["sha256"]) == 3
 
@@ -40,7 +49,7 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     meta = json.loads((tmp_path / "whole.json").read_text())
     for name, digest in meta["sha256"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
-    assert meta["settings"] == TINY and meta["threads"] == 1 and meta["wall_seconds"] > 0
+    assert meta["settings"] == dataclasses.asdict(TINY) and meta["threads"] == 1 and meta["wall_seconds"] > 0
     assert meta["size_bytes"] <= 30e6
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
@@ -52,21 +61,23 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     assert torch.allclose(pipe.scheduler.alphas_cumprod.double(), alpha_bar, rtol=1e-5)
     assert abs(float(alpha_bar[999]) - 0.0047) < 1e-4
     assert pipe.scheduler.config.prediction_type == "epsilon"
+    pipe.scheduler.set_timesteps(20)
+    assert int(pipe.scheduler.timesteps[0]) == 999  # trailing spacing: sampling starts where NLG refines
     assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
     assert pipe.vae.config.scaling_factor == pytest.approx(meta["latent_scaling_factor"])
 
 
-def test_init_from_keeps_the_vae_and_fine_tunes_unet_and_text_encoder(tmp_path):
-    first = train(tmp_path / "first", settings=TINY, progress=False, log=lambda _: None)
-    settings = dict(TINY, init_from=str(tmp_path / "first"), steps=2, seed=1, min_snr_gamma=5.0)
-    second = train(tmp_path / "second", settings=settings, progress=False, log=lambda _: None)
-    vae = "vae/diffusion_pytorch_model.safetensors"
-    assert second["sha256"][vae] == first["sha256"][vae] and second["init_from_sha256"] == first["sha256"]
-    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
-        assert second["sha256"][part] != first["sha256"][part]
-    assert second["latent_scaling_factor"] == first["latent_scaling_factor"]
-    with pytest.raises(FileNotFoundError, match="model_index.json"):
-        train(tmp_path / "third", settings=dict(TINY, init_from=str(tmp_path)), progress=False, log=lambda _: None)
+def test_the_tokenizer_keeps_every_template_word_whole_and_no_caption_is_truncated():
+    from nlg.shapes.data import scene_from_seed
+    from nlg.shapes.tokenizer import WORDS, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    for word in WORDS:
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+    for seed in range(1_000_000, 1_002_000):
+        caption = scene_from_seed(seed).caption
+        ids = tokenizer(caption).input_ids  # no truncation asked for: the full length
+        assert len(ids) == len(caption.split()) + 2 <= tokenizer.model_max_length, caption
 
 
 def test_whitening_folded_into_the_vae_keeps_its_decoding_and_whitens_the_latents():
@@ -93,14 +104,18 @@ def test_whitening_folded_into_the_vae_keeps_its_decoding_and_whitens_the_latent
 
 
 def test_each_training_option_changes_the_model_and_is_recorded(tmp_path):
-    plain = dict(TINY, whiten_latents=False, latent_rgb_weight=None, pyramid_discount=None, low_snr_weight_cap=None)
-    base = train(tmp_path / "base", settings=plain, progress=False, log=lambda _: None)
+    plain = dataclasses.replace(TINY, whiten_latents=False, latent_rgb_weight=0.0, ema_decay=None)
+    base = train(tmp_path / "base", settings=plain, progress=False)
     vae, unet = "vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors"
     for key, value, part in (("whiten_latents", True, vae), ("latent_rgb_weight", 1.0, vae),
-                             ("pyramid_discount", 0.5, unet), ("low_snr_weight_cap", 20.0, unet)):
-        meta = train(tmp_path / key, settings=dict(plain, **{key: value}), progress=False, log=lambda _: None)
+                             ("ema_decay", 0.5, unet), ("min_snr_gamma", 5.0, unet)):
+        meta = train(tmp_path / key, settings=dataclasses.replace(plain, **{key: value}), progress=False)
         assert meta["settings"][key] == value
         assert meta["sha256"][part] != base["sha256"][part], key
-    for key, bad in (("latent_rgb_weight", -1.0), ("pyramid_discount", "0.5"), ("low_snr_weight_cap", 0)):
-        with pytest.raises(ValueError, match=key):
-            train(tmp_path / "bad", settings=dict(TINY, **{key: bad}), progress=False, log=lambda _: None)
+
+
+@pytest.mark.parametrize("key, bad", [("latent_rgb_weight", -1.0), ("ema_decay", 1.0), ("steps", 0), ("scenes", 2.5),
+                                      ("caption_dropout", 1.0), ("min_snr_gamma", 0.0), ("seed", -1)])
+def test_bad_settings_name_the_field(key, bad):
+    with pytest.raises((TypeError, ValueError), match=key):
+        ShapesTraining(**{key: bad})

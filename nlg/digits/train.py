@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ..training.loop import LoopConfig, command_line, train_loop
 from .data import NULL_CLASS, NUM_CLASSES, load_split
 from .model import WEIGHTS_DIR, build_unet, save_digits_model, sd_scheduler
 
@@ -110,10 +110,11 @@ def train_digits(
 ) -> UNet2DModel:
     """Train a fresh digits UNet (:func:`nlg.digits.model.build_unet`) on CPU, deterministically.
 
-    Every random draw (initial weights, batch indices, label dropout, and whatever ``batch_fn`` draws)
-    comes from one ``torch.Generator`` seeded with ``seed``.  AdamW with a linear warm-up over the
-    first 5% of steps, then cosine decay to 0; gradients clipped to norm 1.  The result is bit-exact
-    for a fixed seed and thread count (the CLI uses 1 thread by default).
+    Every random draw (batch indices, label dropout, and whatever ``batch_fn`` draws) comes from one
+    ``torch.Generator`` seeded with ``seed``, which also seeds the initial weights.  The optimisation is
+    :func:`nlg.training.loop.train_loop`'s: AdamW with a linear warm-up over the first 5% of steps, then
+    cosine decay to 0; gradients clipped to norm 1.  The result is bit-exact for a fixed seed and thread
+    count (the CLI uses 1 thread by default).
 
     Args:
         images (`torch.Tensor`): training images, shape ``(N, 1, 8, 8)``, values in [-1, 1].
@@ -145,22 +146,10 @@ def train_digits(
         raise ValueError(f"lr must be > 0, got {lr}")
     scheduler = scheduler if scheduler is not None else sd_scheduler()
     batch_fn = batch_fn if batch_fn is not None else ddpm_batch
-
-    generator = torch.Generator().manual_seed(seed)
-    unet = build_unet(seed=seed).train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    unet = build_unet(seed=seed)
     images = images.float()
-    bar = tqdm(range(steps), desc="training digits UNet", disable=not progress, mininterval=1.0)
-    running = None
-    for step in bar:
+
+    def loss_fn(step: int, generator: torch.Generator) -> Tensor:
         index = torch.randint(0, len(images), (batch_size,), generator=generator)
         clean, true_labels = images[index], labels[index]
         drop = torch.rand(batch_size, generator=generator) < label_dropout
@@ -170,18 +159,11 @@ def train_digits(
         )
         prediction = unet(noisy, timesteps, class_labels=class_labels).sample
         per_sample = F.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
-        loss = (weights.to(per_sample.dtype) * per_sample).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if on_step is not None:
-            on_step(step, value)
-        if step % 50 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{running:.4f}")
+        return (weights.to(per_sample.dtype) * per_sample).mean()
+
+    callback = None if on_step is None else (lambda info: on_step(info["step"] - 1, info["loss"]))
+    train_loop({"unet": unet}, loss_fn, LoopConfig(steps=steps, lr=lr), generator=torch.Generator().manual_seed(seed),
+               progress=progress, desc="training digits UNet", callback=callback)
     return unet.eval().requires_grad_(False)
 
 
@@ -222,7 +204,7 @@ def main(argv: Optional[list] = None) -> None:
         steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, label_dropout=DEFAULT_TRAINING["label_dropout"],
         threads=args.threads, train_images=len(images), final_loss_mean_last_200=round(sum(tail) / len(tail), 5),
         wall_seconds=round(wall, 1), torch=torch.__version__, parameters=sum(p.numel() for p in unet.parameters()),
-        command="python -m nlg.digits.train" + (f" --steps {steps}" if args.steps is not None else "") + (" --quick" if args.quick else ""),
+        command=command_line(),
     )
     weights_path, config_path = save_digits_model(unet, out, training=record)
     print(f"trained {record['parameters']:,} parameters for {steps} steps in {wall / 60:.1f} min; "

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..utils.io import atomic_save_torch
 from ..utils.types import PathLike
 
-__all__ = ["LoopConfig", "LoopResult", "EMA", "warmup_cosine", "train_loop", "training_record"]
+__all__ = ["LoopConfig", "LoopResult", "EMA", "warmup_cosine", "train_loop", "training_record", "command_line"]
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -326,6 +326,16 @@ def train_loop(
     return LoopResult(losses=losses, elapsed=elapsed(), ema=ema, resumed_from=start_step)
 
 
+def command_line() -> str:
+    """This process's command as ``shlex.join(sys.argv)``, with ``python -m <module>`` restored for module runs."""
+    argv = list(sys.argv)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and getattr(spec, "name", None):
+        name = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        argv = ["python", "-m", name] + argv[1:]
+    return shlex.join(argv)
+
+
 def training_record(
     settings: Mapping[str, Any],
     result: LoopResult,
@@ -344,12 +354,7 @@ def training_record(
             for module runs.
         **extra: further fields (hashes, parameter counts, …).
     """
-    if command is None:
-        argv = list(sys.argv)
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        if spec is not None and getattr(spec, "name", None):
-            argv = ["python", "-m", spec.name.removesuffix(".__main__")] + argv[1:]
-        command = shlex.join(argv)
+    command = command_line() if command is None else command
     tail = result.losses[-200:]
     return {
         "command": command,
