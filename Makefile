@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test benchmark clean docs
+.PHONY: demo test test-fast benchmark clean docs
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# `make test-fast` is the inner loop (about 90 s on 2 cores): every test not marked slow, browser, notebook, docs or
+# statistical (markers in pyproject.toml); `make test` runs everything.
+FAST := not slow and not browser and not notebook and not docs and not statistical
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "$(FAST)"
 
 # `make app` serves the web demo (digits model, CPU) on http://127.0.0.1:7860; `make app MODEL=shapes` serves the
 # embedded text-to-image model; `make app MODEL=path/or/hub-id` serves a Stable Diffusion pipeline;

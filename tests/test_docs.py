@@ -70,6 +70,7 @@ def _python_inventory(html: Path) -> set:
     return {name for kind, entries in data.items() if kind.startswith("py:") for name in entries}
 
 
+@pytest.mark.docs
 def test_docs_build_strictly_and_link_the_images(built_site):
     index = (built_site / "index.html").read_text(encoding="utf-8")
     assert "Noise-Level Diffusion Guidance: Well Begun is Half Done" in index
@@ -88,6 +89,7 @@ def test_docs_build_strictly_and_link_the_images(built_site):
 @pytest.mark.parametrize(
     "package", [nlg, nlg.training], ids=["nlg", "nlg.training"]
 )
+@pytest.mark.docs
 def test_every_public_name_has_an_api_entry(built_site, package):
     documented = _python_inventory(built_site)
     assert package.__all__, "the package must declare its public names"

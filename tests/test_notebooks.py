@@ -161,6 +161,7 @@ def sd_alpha_bar_T():
     return float(np.prod(1.0 - betas))
 
 
+@pytest.mark.notebook
 @pytest.mark.parametrize("kind", list(SD_NOTEBOOKS))
 def test_sd_notebook_records_shapes_and_invariants(sd_runs, kind):
     _, record_dir = sd_runs[kind]
@@ -193,6 +194,7 @@ def test_sd_notebook_records_shapes_and_invariants(sd_runs, kind):
     assert matplotlib.image.imread(record_dir / "step_norms.png")[..., :3].std() > 0.01
 
 
+@pytest.mark.notebook
 @pytest.mark.parametrize("kind", list(SD_NOTEBOOKS))
 def test_sd_notebook_shows_what_the_library_computes(sd_runs, kind):
     """Plain and NLG images, refined latents and step norms equal a fresh computation with the same seeds."""
@@ -230,6 +232,7 @@ def digits_run(tmp_path_factory):
     return json.loads((record_dir / "record.json").read_text()), np.load(record_dir / "images.npz"), record_dir
 
 
+@pytest.mark.notebook
 def test_digits_notebook_records_refinement_and_sweep(digits_run):
     record, saved, record_dir = digits_run
     defaults = parameter_defaults(load(DIGITS_NOTEBOOK))
@@ -253,6 +256,7 @@ def test_digits_notebook_records_refinement_and_sweep(digits_run):
         assert (record_dir / name).stat().st_size > 5000
 
 
+@pytest.mark.notebook
 def test_digits_notebook_metrics_are_those_of_its_images(digits_run):
     """The table's numbers: the evaluator applied afresh to the images the notebook saved."""
     from nlg.digits import DigitsEvaluator
@@ -267,6 +271,7 @@ def test_digits_notebook_metrics_are_those_of_its_images(digits_run):
             assert row[key] == pytest.approx(getattr(metrics, key), rel=1e-6, abs=1e-9), key
 
 
+@pytest.mark.notebook
 def test_digits_notebook_images_match_the_library_sample_by_sample(digits_run):
     """One digit's samples, recomputed alone from their per-sample seeds, equal the notebook's batch."""
     from nlg import NoiseLevelGuidance
@@ -306,6 +311,7 @@ def shapes_run(tmp_path_factory):
     return json.loads((record_dir / "record.json").read_text()), np.load(record_dir / "images.npz")
 
 
+@pytest.mark.notebook
 def test_shapes_notebook_images_are_the_pipelines_and_nlgs_for_each_seed(shapes_run):
     """Two of the notebook's images, recomputed alone from their seeds through the public path, equal its batch."""
     from nlg import NoiseLevelGuidance
@@ -336,6 +342,7 @@ def test_shapes_notebook_states_the_refinement_step():
     assert squeeze(r"n \leftarrow \mathrm{normalise}(n - \eta\,\mathrm{clip}(") in markdown
 
 
+@pytest.mark.notebook
 def test_shapes_notebook_scores_are_the_scorers(shapes_run):
     from nlg.shapes.geneval import load_prompts, score_image
 

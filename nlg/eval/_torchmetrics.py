@@ -1,7 +1,7 @@
 """Every use of torchmetrics internals in ``nlg``, in one module.
 
 torchmetrics has no public API for these, and each can change in a minor release (``_clip_score_update``
-changed its arguments after 1.6).  ``tests/test_metrics.py`` (``test_torchmetrics_contract_*``) checks
+changed its arguments after 1.6).  ``tests/eval/test_metrics.py`` (``test_torchmetrics_contract_*``) checks
 each one against an independent computation, so an incompatible torchmetrics fails loudly there
 rather than silently changing a figure.  Needs ``torchmetrics>=1.7,<2`` (1.7 is the first release whose
 ``CLIPScore`` accepts a callable as ``model_name_or_path``; checked by installing 1.6.3 and 1.7.0).

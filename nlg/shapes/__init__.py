@@ -65,7 +65,7 @@ DEFAULT_INFERENCE_STEPS = 20
 #: The classifier-free guidance scale users should use.  On the mini-GenEval (``benchmarks/shapes_geneval.py``)
 #: CFG 9 ties the best overall plain scale (18.5% at 9 and at 1, 12-15% at 3-6) and binds colours best
 #: (colors task 44% at 9 vs 25% at 1; the largest object has the requested colour for 29 of the 36
-#: ``tests/test_shapes_pipeline.py`` images).
+#: ``tests/shapes/test_shapes_pipeline.py`` images).
 DEFAULT_GUIDANCE_SCALE = 9.0
 
 _WORD = re.compile(r"[^\W\d_]+|\d|[^\s\w]+", re.UNICODE)

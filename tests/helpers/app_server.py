@@ -1,4 +1,4 @@
-"""The web demo as a real server under a bounded burst (``tests/test_app_load.py``, ``benchmarks/app_load.py``).
+"""The web demo as a real server under a bounded burst (``tests/app/test_app_load.py``, ``benchmarks/app_load.py``).
 
 * :func:`serve` starts ``python -m nlg.app`` (digits model, one torch thread) on a free 127.0.0.1 port,
   waits until it answers and always kills it on exit;

@@ -3,7 +3,7 @@
 The script's figures are checked against a straightforward one-image-at-a-time computation, done the
 way the public reference scripts do it: torchvision transforms, and torchmetrics' own
 ``FrechetInceptionDistance`` / ``InceptionScore`` fed one image per update, with FID's real images the
-subset ``tests/reference_fixture.py`` states the reference picks (Python ``random`` after the captions).
+subset ``tests/helpers/reference_fixture.py`` states the reference picks (Python ``random`` after the captions).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
 from tests.helpers.experiments import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip
-from tests.reference_fixture import reference_fid_real_files
+from tests.helpers.reference_fixture import reference_fid_real_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "core_experiments" / "calculate_metrics.py"
 CAPTIONS = {
     101: "a cat on a sofa",
@@ -162,6 +162,7 @@ def straightforward(assets) -> Dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_figures_match_one_image_at_a_time_computation(full_run, straightforward):
     figures = json.loads((full_run / "metrics.json").read_text(encoding="utf-8"))
     for key in ("fid", "inception_score", "inception_score_std", "clip_score", "clip_score_bottom_k",
@@ -176,6 +177,7 @@ def test_figures_match_one_image_at_a_time_computation(full_run, straightforward
     assert figures["skipped_images"] == [str(Path(full_run.parent / "fake" / f"{CORRUPT}.png"))]
 
 
+@pytest.mark.slow
 def test_a_skipped_image_among_the_loaded_bottom_k_is_named_not_fatal(assets, full_run, straightforward, tmp_path):
     loaded = tmp_path / "with_corrupt.csv"
     with open(loaded, "w", newline="", encoding="utf-8") as handle:
@@ -191,6 +193,7 @@ def test_a_skipped_image_among_the_loaded_bottom_k_is_named_not_fatal(assets, fu
     assert figures["fid"] == pytest.approx(straightforward["fid"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_per_image_scores_are_saved_with_their_captions(full_run, straightforward):
     with open(full_run / "scores.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -201,6 +204,7 @@ def test_per_image_scores_are_saved_with_their_captions(full_run, straightforwar
         assert float(row["clip_score"]) == pytest.approx(straightforward["scores"][int(row["id"])], rel=1e-4, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_figures(assets, full_run):
     out = assets["root"] / "two_procs"
     out.mkdir()

@@ -30,6 +30,7 @@ def _fixed_batch_loss(unet, images, labels):
         return float(((unet(noisy, t, class_labels=labels).sample - noise) ** 2).mean())
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_save_load_round_trips(subset, tmp_path):
     images, labels = subset
     trained = train_digits(images, labels, steps=30, batch_size=32, lr=3e-3, seed=3, progress=False)

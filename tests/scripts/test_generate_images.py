@@ -1,6 +1,6 @@
 """``core_experiments/generate_images.py`` on a tiny SD-2.1-shaped pipeline saved to disk (CPU, offline).
 
-Caption ids, folder names and saved pixels are checked against ``tests/reference_fixture.py``, an
+Caption ids, folder names and saved pixels are checked against ``tests/helpers/reference_fixture.py``, an
 independent statement of the reference scripts' behaviour; NLG step norms against a plain loop over the
 UNet written here; the sampler's batch (CFG on/off) with a forward hook on the UNet.
 """
@@ -26,9 +26,9 @@ from PIL import Image
 from nlg.eval.runs import Manifest, image_generator
 from tests.helpers.experiments import cpu_launch, load_script
 from tests.helpers.tiny import save_tiny_pipeline
-from tests.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
+from tests.helpers.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "core_experiments" / "generate_images.py"
 CAPTIONS = [
     "a cat sitting on a red sofa",
@@ -272,6 +272,7 @@ def test_images_do_not_depend_on_batch_size(assets, reference):
     assert_same_images(images(run_folder(out)), images(reference))
 
 
+@pytest.mark.slow
 def test_kill_mid_run_then_resume(assets, reference):
     out = assets["root"] / "killed"
     cmd = [sys.executable, str(SCRIPT)] + base_args(assets, out) + COMMON + ["--batch_size", "2"]
@@ -311,6 +312,7 @@ def test_kill_mid_run_then_resume(assets, reference):
     assert_same_images(images(folder), images(reference))
 
 
+@pytest.mark.slow
 def test_two_processes_cover_every_id_once(assets, reference):
     out = assets["root"] / "two_procs"
     launch, env = cpu_launch(SCRIPT, 2)

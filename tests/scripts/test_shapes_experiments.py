@@ -22,11 +22,12 @@ from nlg.eval.datasets import write_geneval_captions
 from nlg.shapes import render, scene_from_seed
 from nlg.shapes.geneval import load_prompts, score_image, task_accuracies
 from tests.helpers.experiments import load_script
-from tests.reference_fixture import reference_caption_ids
+from tests.helpers.reference_fixture import reference_caption_ids
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 gen = load_script(ROOT / "core_experiments" / "generate_images.py")
 metrics_script = load_script(ROOT / "core_experiments" / "calculate_metrics.py")
+pytestmark = pytest.mark.slow  # one module-wide run of both scripts
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,7 @@ def test_shipped_folder_is_small_and_matches_its_recorded_hashes():
         assert hashlib.sha256((DEFAULT_PIPELINE / name).read_bytes()).hexdigest() == digest
 
 
+@pytest.mark.slow
 def test_colour_prompts_are_drawn_in_the_right_colour_at_the_defaults(pipe):
     """Issue 11's criterion: for ≥ 80% of seeds the largest object has the requested colour (measured: 29 of 36)."""
     prompts = [f"a photo of a {c} {s}" for c in COLOURS for s in SHAPES]

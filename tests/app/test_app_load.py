@@ -34,6 +34,8 @@ from tests.helpers.app_server import (
     serve,
 )
 
+pytestmark = pytest.mark.slow  # the server start alone takes over 10 s
+
 REQUESTS, CONCURRENCY = 30, 6
 #: Allowed growth of the server's VmRSS over the burst (see the module docstring).
 RSS_BOUND_MIB = 64

@@ -34,7 +34,7 @@ from nlg.eval.runs import whole_png
 from tests.helpers.experiments import load_script, save_random_inception_weights, save_tiny_clip
 from tests.helpers.tiny import save_tiny_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GENERATE = ROOT / "core_experiments" / "generate_images.py"
 METRICS = ROOT / "core_experiments" / "calculate_metrics.py"
 TOTAL = 12
@@ -135,6 +135,7 @@ def test_an_id_claimed_by_another_live_process_is_left_to_it(assets, reference, 
     no_leftovers(folder)
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_folder_never_duplicate_or_corrupt_an_image(assets, reference, tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = [sys.executable, str(GENERATE), *args(assets, out), "--batch_size", "1"]
@@ -225,6 +226,7 @@ def test_damaged_pngs_are_found_on_resume_and_generated_again(assets, reference,
 # -- calculate_metrics.py killed with -9 ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_killed_with_sigkill_then_rerun_gives_the_uninterrupted_figures(assets, reference, tmp_path) -> None:
     """The script keeps no state: a rerun starts over.  Its JSON is written atomically at the end, so the
     kill leaves no output at all, and the rerun's figures equal an uninterrupted run's."""

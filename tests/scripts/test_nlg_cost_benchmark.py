@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "nlg_cost.py"
 
 
@@ -24,6 +24,7 @@ def _rows(path: Path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_quick_run_writes_results_and_resumes(tmp_path):
     first = _run(tmp_path)
     rows = _rows(tmp_path / "nlg_cost.csv")

@@ -73,6 +73,7 @@ def _correct(pipe, evaluator, labels, guidance) -> np.ndarray:
     return evaluator.classifier.predict(_as_pixels(out.images)) == np.asarray(labels)
 
 
+@pytest.mark.statistical
 def test_budget_of_4_scores_within_a_stated_tolerance_of_k20_on_digits():
     """for_budget(4) against K = 20, paired on the same 200 seeds: within 3 points, and no paired (McNemar) evidence
     of a difference at 3σ: |b − c| ≤ 3·√(b + c) for the b, c samples that only one arm gets right."""

@@ -12,7 +12,7 @@ import torch
 
 from nlg.training.brightness import brightness_report, mean_brightness, rbf_mmd2, shift_brightness
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rbf_mmd2_matches_a_double_loop():
@@ -79,6 +79,7 @@ def _w1_between_cdfs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(np.abs(fa - fb) * np.diff(xs)))
 
 
+@pytest.mark.slow
 def test_experiment_quick_mode_writes_its_outputs(tmp_path):
     spec = importlib.util.spec_from_file_location("brightness_experiment", ROOT / "core_experiments" / "brightness_experiment.py")
     module = importlib.util.module_from_spec(spec)

@@ -18,6 +18,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_path, monkeypatch):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -103,6 +104,7 @@ def test_whitening_folded_into_the_vae_keeps_its_decoding_and_whitens_the_latent
         torch.testing.assert_close(vae.decode(after).sample, decoded, rtol=1e-4, atol=1e-4)  # same images
 
 
+@pytest.mark.slow
 def test_each_training_option_changes_the_model_and_is_recorded(tmp_path):
     plain = dataclasses.replace(TINY, whiten_latents=False, latent_rgb_weight=0.0, ema_decay=None)
     base = train(tmp_path / "base", settings=plain, progress=False)

@@ -48,6 +48,7 @@ def test_one_pass_features_equal_torchmetrics_inception(nets):
             torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_figures_do_not_depend_on_batching_or_order(nets):
     fake299, fake224, real299 = _images(4, 299, seed=1), _images(4, 224, seed=1), _images(3, 299, seed=2)
     captions, ids = ["a", "b ü", "c 東京", "d " * 60], torch.tensor([40, 10, 30, 20])
@@ -261,7 +262,7 @@ def test_real_image_subset_equals_the_reference(tmp_path):
     import json
 
     from nlg.eval.datasets import real_images
-    from tests.reference_fixture import reference_fid_real_files
+    from tests.helpers.reference_fixture import reference_fid_real_files
 
     real = tmp_path / "val2014"
     real.mkdir()

@@ -14,7 +14,7 @@ from nlg.digits import DigitsEvaluator, DigitsPipeline, per_sample_generators
 from nlg.digits.demo import run_demo
 from nlg.digits.experiment import DigitsConfig, requested_labels, sample_digits
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,7 @@ def test_an_image_does_not_depend_on_its_batch(pipe):
     torch.testing.assert_close(whole, pieces, atol=1e-5, rtol=0)
 
 
+@pytest.mark.statistical
 def test_nlg_k20_lifts_unconditional_sampling_from_chance(pipe):
     """The issue's check: at CFG scale 0 the labels only reach the sample through NLG's refined noise.
 
@@ -134,6 +135,7 @@ def test_demo_smoke(tmp_path, capsys):
     assert "| CFG 0 |" in printed and "| CFG 0 + NLG K=2" in printed and "held-out accuracy" in printed
 
 
+@pytest.mark.slow
 def test_benchmark_quick_writes_csv_and_plot(tmp_path, monkeypatch, capsys):
     script = REPO / "benchmarks" / "digits_frontier.py"
     argv = [str(script), "--quick", "--samples-per-class", "2", "--steps", "2", "--threads", "1", "--out-dir", str(tmp_path)]

@@ -12,7 +12,7 @@ from nlg.shapes import load_pipeline
 from nlg.shapes.geneval import load_prompts, score_image, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, image_seed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _benchmark_module():
@@ -42,6 +42,7 @@ def test_bootstrap_interval_is_exact_for_constant_differences_and_brackets_the_m
     assert min(b[:5] - a[:5]) <= diff["colors"][1] and diff["colors"][2] <= max(b[:5] - a[:5])
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_consistent_csv_markdown_and_plot(tmp_path):
     bench = _benchmark_module()
     bench.main(["--quick", "--out-dir", str(tmp_path), "--cache", str(tmp_path / "cache")])

@@ -29,10 +29,13 @@ from PIL import Image
 from nlg.app.backends import DIGIT_SCALE
 
 CHROMIUM = os.environ.get("NLG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (Debian: `apt-get install chromium`; `make test` does this where apt is available)",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium is not installed (Debian: `apt-get install chromium`; `make test` does this where apt is available)",
+    ),
+]
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
