@@ -255,3 +255,57 @@ def test_sdxl_img2img_is_refused_too(sdxl):
     pipe = diffusers.StableDiffusionXLImg2ImgPipeline(**{k: v for k, v in sdxl.components.items()})
     with pytest.raises(TypeError, match="StableDiffusionXLImg2ImgPipeline is an image-conditioned"):
         NoiseLevelGuidance(refining_steps=1).refine(pipe, "a")
+
+
+# -- model CPU offload ------------------------------------------------------------------------------------
+
+
+def test_model_cpu_offload_gives_the_same_images_as_the_plain_pipeline():
+    """Under enable_model_cpu_offload() the adapter works on pipe._execution_device and the offload hooks move the
+    UNet there for each refinement call; on this CPU-only machine the execution device is the CPU itself."""
+    from nlg import get_adapter
+
+    plain = tiny_sd_pipeline("epsilon")
+    offloaded = tiny_sd_pipeline("epsilon")
+    offloaded.enable_model_cpu_offload(device="cpu")
+    assert get_adapter(offloaded).device == offloaded._execution_device
+    nlg = NoiseLevelGuidance(refining_steps=K)
+    expected, ref_plain = nlg(plain, "a dog", generator=seeded(5), return_refinement=True, **SETTINGS)
+    got, ref_off = nlg(offloaded, "a dog", generator=seeded(5), return_refinement=True, **SETTINGS)
+    torch.testing.assert_close(ref_off.latents, ref_plain.latents)
+    assert abs(expected.images - got.images).max() < 1e-6
+
+
+# -- schedulers ---------------------------------------------------------------------------------------------
+
+
+def test_edm_schedulers_are_refused_and_karras_sigmas_do_not_change_the_refinement():
+    """NLG reads ᾱ at the last training timestep from scheduler.alphas_cumprod; EDM-style schedulers have no
+    discrete DDPM schedule (only σ_min…σ_max), so they are refused; Karras σ spacing is a sampling choice only."""
+    import diffusers
+
+    from tests.helpers.tiny import make_scheduler
+
+    pipe = tiny_sd_pipeline("epsilon", scheduler="euler")
+    nlg = NoiseLevelGuidance(refining_steps=K)
+    plain = nlg.refine(pipe, "a dog", generator=seeded(0)).latents
+    pipe.scheduler = make_scheduler("euler", use_karras_sigmas=True)
+    torch.testing.assert_close(nlg.refine(pipe, "a dog", generator=seeded(0)).latents, plain)
+    pipe.scheduler = diffusers.EDMEulerScheduler()
+    with pytest.raises(ValueError, match="EDMEulerScheduler has no alphas_cumprod"):
+        nlg.refine(pipe, "a dog", generator=seeded(0))
+
+
+@pytest.mark.slow  # dynamo traces the UNet: seconds even with the eager backend
+def test_a_compiled_unet_refines_and_samples_as_the_plain_one():
+    """pipe.unet = torch.compile(pipe.unet): NLG reaches the UNet's config and dtype through the compiled wrapper
+    (the eager backend keeps this CPU test free of a C++ toolchain; inductor compiles the same module)."""
+    plain = tiny_sd_pipeline("epsilon")
+    compiled = tiny_sd_pipeline("epsilon")
+    compiled.unet = torch.compile(compiled.unet, backend="eager")
+    assert type(compiled.unet).__name__ == "OptimizedModule"
+    nlg = NoiseLevelGuidance(refining_steps=K)
+    expected, ref_plain = nlg(plain, "a dog", generator=seeded(6), return_refinement=True, **SETTINGS)
+    got, ref_compiled = nlg(compiled, "a dog", generator=seeded(6), return_refinement=True, **SETTINGS)
+    torch.testing.assert_close(ref_compiled.latents, ref_plain.latents)
+    assert abs(expected.images - got.images).max() < 1e-5
