@@ -45,4 +45,12 @@ docs: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m sphinx -b html -E -a -n -W --keep-going docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
+
+# `make dist` builds the sdist and the wheel of the `noise-level-guidance` distribution (import name `nlg`) into
+# dist/, from the venv's own setuptools (no download), and checks them with twine.
+.PHONY: dist
+dist: $(STAMP)
+	rm -rf dist build
+	$(PY) -m build --no-isolation --sdist --wheel --outdir dist .
+	$(PY) -m twine check --strict dist/*

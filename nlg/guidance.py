@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .adapters.auto import get_adapter
-from .adapters.base import ENCODE_KWARGS, SDXL_SIZE_KWARGS
+from .adapters.base import ENCODE_KWARGS, SDXL_SIZE_KWARGS, check_pipeline_kwargs
 from .core.refine import (
     GeneratorLike,
     check_latents_tensor,
@@ -28,6 +28,9 @@ from .core.refine import (
 )
 
 __all__ = ["NoiseLevelGuidance", "NLGRefinement"]
+
+#: ``pipe(...)`` keywords that :meth:`NoiseLevelGuidance.__call__` hands to :meth:`~NoiseLevelGuidance.refine`.
+_REFINE_CALL_KWARGS = ("negative_prompt", "num_images_per_prompt", "latents", "generator", "height", "width")
 
 #: The paper's path length ``K·η`` (K = 20 steps of η = 1).
 PAPER_PATH_LENGTH = 20.0
@@ -210,7 +213,7 @@ class NoiseLevelGuidance:
     def refine(
         self,
         pipe: Any,
-        prompt: Any,
+        prompt: Any = None,
         *,
         negative_prompt: Any = None,
         num_images_per_prompt: int = 1,
@@ -225,7 +228,8 @@ class NoiseLevelGuidance:
 
         Args:
             pipe: a Stable Diffusion / SDXL pipeline, or any object with an ``nlg_adapter()`` method.
-            prompt (`str` or `List[str]`): the prompt(s); for :mod:`nlg.digits` the class label(s).
+            prompt (`str` or `List[str]`, *optional*): the prompt(s); for :mod:`nlg.digits` the class label(s).
+                May be None when ``prompt_embeds`` are given (never both, as in diffusers).
             negative_prompt (*optional*): the null condition; defaults to the empty prompt.
             num_images_per_prompt (`int`, defaults to 1): images per prompt.
             height, width (`int`, *optional*): image size in pixels; defaults to the pipeline's.
@@ -235,8 +239,12 @@ class NoiseLevelGuidance:
                 refinement noise; a list gives one generator per image.
             fixed_noise (`torch.Tensor`, *optional*): one refinement noise ``z`` repeated at every step
                 (see :func:`nlg.refine_noise`; only to reproduce the reference implementation).
-            **kwargs: further encoding options (``prompt_2``, ``negative_prompt_2``, ``clip_skip``) and
-                SDXL micro-conditioning (``original_size``, ``crops_coords_top_left``, ``target_size``).
+            **kwargs: further encoding options (``prompt_2``, ``negative_prompt_2``, ``clip_skip``),
+                precomputed embeddings (``prompt_embeds``, ``negative_prompt_embeds``, and for SDXL
+                ``pooled_prompt_embeds``, ``negative_pooled_prompt_embeds``), ``cross_attention_kwargs``
+                (with the LoRA ``scale``; it reaches the prompt encoding and every refinement model call and
+                is returned in ``.conditioning``) and SDXL micro-conditioning (``original_size``,
+                ``crops_coords_top_left``, ``target_size``).
         """
         unknown = set(kwargs) - set(ENCODE_KWARGS) - set(SDXL_SIZE_KWARGS)
         if unknown:
@@ -290,15 +298,27 @@ class NoiseLevelGuidance:
             evaluations=result.evaluations.clone(),
         )
 
-    def __call__(self, pipe: Any, prompt: Any, *, return_refinement: bool = False, **pipeline_kwargs: Any) -> Any:
+    def __call__(self, pipe: Any, prompt: Any = None, *, return_refinement: bool = False, **pipeline_kwargs: Any) -> Any:
         """Refine, then run ``pipe`` unchanged with the refined latents and the already-encoded prompt.
 
-        Accepts the pipeline's own keyword arguments.  Returns the pipeline's output, or
-        ``(output, NLGRefinement)`` with ``return_refinement=True``.  With ``refining_steps=0`` the
-        images equal ``pipe(prompt, **pipeline_kwargs)`` pixel for pixel.
+        Accepts the pipeline's own keyword arguments, each honoured or refused by name:
+
+        * the prompt options (``negative_prompt``, ``prompt_2``, ``clip_skip``, …) and precomputed embeddings
+          (``prompt_embeds``, ``negative_prompt_embeds``, SDXL's pooled ones) drive both the refinement and
+          the sampling; ``prompt`` may be None when ``prompt_embeds`` are given, and passing both raises
+          ``ValueError`` as diffusers does;
+        * ``cross_attention_kwargs`` (the LoRA ``scale``) reaches the prompt encoding, every refinement
+          UNet call and the pipeline;
+        * ``ip_adapter_image`` / ``ip_adapter_image_embeds`` raise ``ValueError`` (see :data:`nlg.adapters.base.REFUSED_KWARGS`);
+        * any other keyword goes to the pipeline if its ``__call__`` names it, else ``TypeError`` names it
+          (before any model call; diffusers' ``**kwargs`` would otherwise ignore a misspelt option silently).
+
+        Returns the pipeline's output, or ``(output, NLGRefinement)`` with ``return_refinement=True``.  With
+        ``refining_steps=0`` the images equal ``pipe(prompt, **pipeline_kwargs)`` pixel for pixel.
         """
+        check_pipeline_kwargs(pipe, pipeline_kwargs, consumed=_REFINE_CALL_KWARGS)
         refine_args: Dict[str, Any] = {}
-        for name in ("negative_prompt", "num_images_per_prompt", "latents", "generator", "height", "width"):
+        for name in _REFINE_CALL_KWARGS:
             if name in pipeline_kwargs:
                 refine_args[name] = pipeline_kwargs.pop(name)
         for name in ENCODE_KWARGS:

@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 import torch
 
+from nlg.adapters.hub import SD15, SD21
+
 from tests.helpers.experiments import single_thread  # recompute on one thread, as the notebook kernels ran
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
 SD_NOTEBOOKS = {"sd15": "stable_diffusion_v1_5", "sd21": "stable_diffusion_v2_1"}
 DIGITS_NOTEBOOK = "digits_cpu"
 SHAPES_NOTEBOOK = "shapes_cpu"
-REQUIRED_PARAMETERS = {"model_id", "device", "dtype", "num_inference_steps", "height", "width"}
-COLAB_DEFAULTS = {
-    "stable_diffusion_v1_5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "stable_diffusion_v2_1": "stabilityai/stable-diffusion-2-1",
-}
+REQUIRED_PARAMETERS = {"install", "model_id", "device", "dtype", "num_inference_steps", "height", "width"}
+COLAB_DEFAULTS = {"stable_diffusion_v1_5": SD15, "stable_diffusion_v2_1": SD21}  # today's Hub ids (nlg.adapters.hub)
 # What the SD notebooks run with in the tests: the tiny pipelines' 16×16 latents are 32×32 images.
 SD_TEST_PARAMETERS = dict(device="cpu", dtype="float32", num_inference_steps=3, height=32, width=32, refining_steps=4)
 
@@ -71,7 +71,8 @@ def execute(name: str, out_dir: Path, parameters: dict) -> Path:
         papermill.execute_notebook(
             str(NOTEBOOK_DIR / f"{name}.ipynb"),
             str(out_dir / f"{name}.executed.ipynb"),
-            parameters={**parameters, "record_dir": str(record_dir)},
+            # the install cell is skipped where nlg is importable; were it not, pip would install this checkout, offline
+            parameters={**parameters, "install": str(ROOT), "record_dir": str(record_dir)},
             kernel_name="python3",
             progress_bar=False,
             cwd=str(out_dir),
@@ -110,10 +111,30 @@ def test_parameters_cell_holds_the_required_parameters(name):
         assert (defaults["device"], defaults["dtype"], defaults["height"], defaults["width"]) == ("cpu", "float32", native, native)
 
 
-@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK])
-def test_install_cell_is_skipped_when_nlg_is_importable(name):
-    install = code_cells(load(name))[0].source
-    assert "pip" in install and 'find_spec("nlg") is None' in install
+def distribution_name() -> str:
+    """The name pip installs nlg by, from pyproject.toml."""
+    import re
+
+    return re.search(r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+
+
+@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])
+def test_install_cell_installs_the_install_parameter_unless_nlg_is_importable(name):
+    """The cell after the parameters pip-installs ``install``, whose default is the published distribution."""
+    nb = load(name)
+    cells = code_cells(nb)
+    install = cells[cells.index(parameters_cell(nb)) + 1].source
+    assert 'find_spec("nlg") is None' in install and '"pip", "install", "--quiet", install]' in install
+    extras = "[digits]" if name == DIGITS_NOTEBOOK else ""
+    assert distribution_name() != "nlg"  # taken on PyPI by an unrelated project
+    assert parameter_defaults(nb)["install"] == distribution_name() + extras
+
+
+@pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])
+def test_no_placeholder_repository_or_badge(name):
+    text = (NOTEBOOK_DIR / f"{name}.ipynb").read_text()
+    for fragment in ("nlg-project", "github.com/", "colab-badge", "colab.research.google.com"):
+        assert fragment not in text, f"{name}.ipynb still points at {fragment!r}"
 
 
 @pytest.mark.parametrize("name", [*SD_NOTEBOOKS.values(), DIGITS_NOTEBOOK, SHAPES_NOTEBOOK])

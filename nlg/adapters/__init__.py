@@ -3,7 +3,8 @@
 - :mod:`~nlg.adapters.base`: the :class:`GuidanceAdapter` protocol and helpers every adapter shares;
 - :mod:`~nlg.adapters.stable_diffusion`: :class:`DiffusersAdapter` for SD 1.x, SD 2.x and SDXL;
 - :mod:`~nlg.adapters.flow`: :class:`FlowMatchingAdapter` for SD3-style flow-matching transformers;
-- :mod:`~nlg.adapters.auto`: :func:`get_adapter`, which picks one for a pipeline.
+- :mod:`~nlg.adapters.auto`: :func:`get_adapter`, which picks one for a pipeline;
+- :mod:`~nlg.adapters.hub`: today's Hub ids of the Stable Diffusion checkpoints (SD 1.5, SD 2.1 mirrors, SDXL).
 
 Adapters import :mod:`nlg.core` only.
 """

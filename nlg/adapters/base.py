@@ -9,20 +9,37 @@ an ``nlg_adapter()`` method returning a :class:`GuidanceAdapter`.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Union, runtime_checkable
+import inspect
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from ..core.refine import DirectionFn, GeneratorLike
 
-__all__ = ["GuidanceAdapter", "cfg_rows", "prompt_batch_size", "ENCODE_KWARGS", "SDXL_SIZE_KWARGS"]
+__all__ = [
+    "GuidanceAdapter",
+    "cfg_rows",
+    "prompt_batch_size",
+    "check_prompt_embeds",
+    "check_pipeline_kwargs",
+    "REFUSED_KWARGS",
+    "ENCODE_KWARGS",
+    "EMBEDDING_KWARGS",
+    "SDXL_SIZE_KWARGS",
+]
 
 Prompt = Union[str, List[str]]
 #: Keyword arguments of ``pipe(...)`` that only shape prompt encoding; NLG consumes them.
 ENCODE_KWARGS = ("negative_prompt", "prompt_2", "negative_prompt_2", "clip_skip")
 #: Stable Diffusion 3's extra encoding keywords (its T5 encoder), consumed by :mod:`nlg.adapters.flow`.
 ENCODE_KWARGS += ("prompt_3", "negative_prompt_3", "max_sequence_length")
+#: Precomputed prompt embeddings (e.g. from Compel) in place of ``prompt`` / ``negative_prompt``; NLG encodes them
+#: through the pipeline's own ``encode_prompt`` (repeated per image, the empty prompt as the default negative).
+EMBEDDING_KWARGS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+#: ``cross_attention_kwargs`` (with the LoRA ``scale``) reaches the prompt encoding and every refinement model call;
+#: the adapter returns it in the conditioning, so the pipeline receives it as well.
+ENCODE_KWARGS += EMBEDDING_KWARGS + ("cross_attention_kwargs",)
 #: SDXL micro-conditioning keywords that NLG reads but also passes on to the pipeline.
 SDXL_SIZE_KWARGS = ("original_size", "crops_coords_top_left", "target_size")
 
@@ -77,3 +94,85 @@ def prompt_batch_size(prompt: Any, num_images_per_prompt: int, negative_prompt: 
     if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
         raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but prompt has {batch_size}")
     return batch_size
+
+
+#: Pipeline keywords NLG refuses, with the reason.
+REFUSED_KWARGS: Dict[str, str] = {
+    name: (
+        "IP-Adapter image conditioning is not supported by NoiseLevelGuidance: the refinement direction would be "
+        "computed without the image embeddings the UNet samples with. Run the pipeline without NLG, or without the "
+        "IP-Adapter"
+    )
+    for name in ("ip_adapter_image", "ip_adapter_image_embeds")
+}
+
+
+def check_pipeline_kwargs(pipe: Any, pipeline_kwargs: Dict[str, Any], consumed: Iterable[str] = ()) -> None:
+    """Refuse, by name, keywords NLG cannot honour and keywords ``pipe.__call__`` does not name.
+
+    Keywords in :data:`ENCODE_KWARGS`, :data:`SDXL_SIZE_KWARGS` and ``consumed`` are NLG's own (the adapter
+    refuses those its model family lacks); any other must be a named parameter of ``pipe.__call__``.
+
+    Raises:
+        ValueError: for a keyword in :data:`REFUSED_KWARGS` that is not None.
+        TypeError: for a keyword that neither NLG nor ``pipe.__call__``'s signature names.
+    """
+    for name, reason in REFUSED_KWARGS.items():
+        if pipeline_kwargs.get(name) is not None:
+            raise ValueError(f"{name}: {reason}")
+    call = getattr(pipe, "__call__", None)
+    try:
+        parameters = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return  # no signature to check against: the pipeline itself will judge
+    named = {n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(pipeline_kwargs) - named - set(consumed) - set(ENCODE_KWARGS) - set(SDXL_SIZE_KWARGS))
+    if unknown:
+        raise TypeError(f"{type(pipe).__name__}.__call__ takes no keyword arguments {unknown}")
+
+
+def check_prompt_embeds(prompt: Any, encode_kwargs: Dict[str, Any], *, pooled: bool) -> Optional[int]:
+    """Check ``prompt`` against precomputed embeddings as diffusers' ``check_inputs`` does; the embeddings' batch size.
+
+    A prompt or ``prompt_embeds``, never both (likewise ``negative_prompt`` and ``negative_prompt_embeds``, and
+    ``prompt_2`` with ``prompt_embeds``); embeddings are ``(B, tokens, dim)`` tensors whose negative has the
+    positive's shape; with ``pooled`` (SDXL) each embedding needs its pooled one, and without it pooled embeddings
+    are refused.  Returns ``prompt_embeds.shape[0]`` when embeddings replace the prompt, else None.
+    """
+    embeds = {name: encode_kwargs.get(name) for name in EMBEDDING_KWARGS}
+    for name, value in embeds.items():
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not pooled:
+        given = [name for name in EMBEDDING_KWARGS[2:] if embeds[name] is not None]
+        if given:
+            raise TypeError(f"this pipeline takes no pooled embeddings (SDXL only), got {given}")
+    positive, negative = embeds["prompt_embeds"], embeds["negative_prompt_embeds"]
+    if prompt is not None and positive is not None:
+        raise ValueError("Cannot forward both `prompt` and `prompt_embeds`: pass only one of them (as diffusers)")
+    if prompt is None and positive is None:
+        raise ValueError("Provide either `prompt` or `prompt_embeds`; both are None")
+    for text in ("prompt_2", "negative_prompt", "negative_prompt_2"):
+        embedding = "prompt_embeds" if text == "prompt_2" else "negative_prompt_embeds"
+        if encode_kwargs.get(text) is not None and embeds[embedding] is not None:
+            raise ValueError(f"Cannot forward both `{text}` and `{embedding}`: pass only one of them (as diffusers)")
+    for name in ("prompt_embeds", "negative_prompt_embeds"):
+        if embeds[name] is not None and embeds[name].ndim != 3:
+            raise ValueError(f"{name} must have shape (batch, tokens, dim), got {tuple(embeds[name].shape)}")
+    if positive is not None and negative is not None and positive.shape != negative.shape:
+        raise ValueError(
+            f"prompt_embeds and negative_prompt_embeds must have the same shape, got {tuple(positive.shape)} "
+            f"and {tuple(negative.shape)}"
+        )
+    if pooled:
+        for name in ("prompt_embeds", "negative_prompt_embeds"):
+            pooled_name = name.replace("prompt_embeds", "pooled_prompt_embeds")
+            if embeds[name] is not None and embeds[pooled_name] is None:
+                raise ValueError(f"`{name}` was given without `{pooled_name}`: SDXL needs both (as diffusers)")
+            if embeds[name] is None and embeds[pooled_name] is not None:
+                raise ValueError(f"`{pooled_name}` was given without `{name}`: pass both or neither")
+    if positive is None:
+        return None
+    if positive.shape[0] < 1:
+        raise ValueError("prompt_embeds holds no prompt (batch size 0)")
+    return int(positive.shape[0])

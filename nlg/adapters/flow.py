@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ..core.directions import cfg_direction
 from ..core.refine import DirectionFn, GeneratorLike
-from .base import prompt_batch_size
+from .base import EMBEDDING_KWARGS, prompt_batch_size
 
 __all__ = [
     "DEFAULT_REFERENCE_SIGMA",
@@ -137,6 +137,9 @@ class FlowMatchingAdapter:
 
     def encode(self, prompt: Union[str, List[str]], *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
         """Encode prompt and negative prompt with the pipeline's own ``encode_prompt`` (CLIP ×2 + T5)."""
+        refused = sorted(k for k in EMBEDDING_KWARGS + ("cross_attention_kwargs",) if encode_kwargs.get(k) is not None)
+        if refused:
+            raise TypeError(f"NLG for flow-matching pipelines takes a prompt; {refused} are not supported")
         batch_size = prompt_batch_size(prompt, num_images_per_prompt, encode_kwargs.get("negative_prompt"))
         options = {k: v for k, v in encode_kwargs.items() if v is not None}
         pe, npe, pooled, npooled = self.pipe.encode_prompt(

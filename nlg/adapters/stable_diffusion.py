@@ -8,6 +8,7 @@ exactly as ``pipe.prepare_latents`` does.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -17,9 +18,52 @@ from torch import Tensor
 from ..core.directions import PREDICTION_TYPES, cfg_direction, to_epsilon
 from ..core.refine import DirectionFn, GeneratorLike
 from ..core.schedule import reference_alpha_bar
-from .base import Prompt, cfg_rows, prompt_batch_size
+from .base import EMBEDDING_KWARGS, Prompt, cfg_rows, check_prompt_embeds, prompt_batch_size
 
-__all__ = ["DiffusersAdapter"]
+__all__ = ["DiffusersAdapter", "check_text_to_image"]
+
+#: Encoding keywords of other model families (SD3's T5 encoder), refused here by name.
+_FOREIGN_ENCODE_KWARGS = ("prompt_3", "negative_prompt_3", "max_sequence_length")
+
+
+def _control_component(pipe: Any) -> Optional[str]:
+    """The name of the component that adds residuals to every UNet call (ControlNet, T2I-Adapter), if any."""
+    for name in ("controlnet", "adapter"):
+        if getattr(pipe, name, None) is not None:
+            return name
+    return None
+
+
+def check_text_to_image(pipe: Any) -> None:
+    """Refuse pipelines that do not sample from pure noise with the bare UNet, naming the class.
+
+    ControlNet / T2I-Adapter pipelines (a ``controlnet`` or ``adapter`` component) add control residuals to
+    every UNet call, so a direction from the bare UNet would not be the model that samples.  Img2img,
+    inpainting and other image-conditioned pipelines (a ``__call__`` taking ``image``) start from a noised
+    image, not from the noise NLG refines: :class:`nlg.img2img.NoiseLevelImg2Img` is the method for img2img.
+
+    Raises:
+        TypeError: naming the pipeline class and what to use instead.
+    """
+    cls = type(pipe).__name__
+    control = _control_component(pipe)
+    if control is not None:
+        kind = "ControlNet" if control == "controlnet" else "T2I-Adapter"
+        raise TypeError(
+            f"{cls} is not supported: its {kind} ({control!r}) adds control residuals to every UNet call, and "
+            "NoiseLevelGuidance refines with the bare UNet; use the text-to-image pipeline without control"
+        )
+    call = getattr(pipe, "__call__", None)
+    try:
+        parameters = inspect.signature(call).parameters if callable(call) else {}
+    except (TypeError, ValueError):
+        return
+    if "image" in parameters or "mask_image" in parameters:
+        raise TypeError(
+            f"{cls} is an image-conditioned (img2img / inpainting) pipeline; NoiseLevelGuidance refines the pure "
+            "noise of text-to-image sampling. For img2img use nlg.img2img.NoiseLevelImg2Img "
+            "(StableDiffusionImg2ImgPipeline); inpainting is not supported"
+        )
 
 
 class DiffusersAdapter:
@@ -40,20 +84,48 @@ class DiffusersAdapter:
                 f"pipe must be a Stable Diffusion pipeline with a UNet, a text encoder and a scheduler; "
                 f"{type(pipe).__name__} lacks {missing or ['encode_prompt']}"
             )
+        control = _control_component(pipe)
+        if control is not None:
+            check_text_to_image(pipe)  # raises, naming the class
         self.pipe = pipe
         self.is_sdxl = hasattr(pipe, "text_encoder_2")
         self.device = getattr(pipe, "_execution_device", None) or pipe.device
 
     # -- prompt ---------------------------------------------------------------------------------
-    def encode(self, prompt: Prompt, *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
-        """Encode prompt and negative prompt once with the pipeline's own ``encode_prompt``."""
+    def encode(self, prompt: Optional[Prompt], *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
+        """Encode prompt and negative prompt once with the pipeline's own ``encode_prompt``.
+
+        Precomputed embeddings (``prompt_embeds`` and the others in :data:`~nlg.adapters.base.EMBEDDING_KWARGS`)
+        replace the prompt exactly as in ``pipe(...)``: ``encode_prompt`` repeats them per image and encodes the
+        negative prompt (default: the empty prompt; zeros for SDXL with ``force_zeros_for_empty_prompt``) when
+        no negative embeddings are given.  ``cross_attention_kwargs["scale"]`` is the LoRA scale of the text
+        encoders (``lora_scale``, as ``pipe.__call__`` passes it); ``cross_attention_kwargs`` is returned in
+        the conditioning so the refinement UNet calls and the pipeline both receive it.
+        """
+        foreign = sorted(k for k in _FOREIGN_ENCODE_KWARGS if encode_kwargs.get(k) is not None)
+        if foreign:
+            raise TypeError(f"{type(self.pipe).__name__} takes no {foreign} (Stable Diffusion 3 options)")
         negative = encode_kwargs.get("negative_prompt")
-        batch_size = prompt_batch_size(prompt, num_images_per_prompt, negative)
+        embedded_batch = check_prompt_embeds(prompt, encode_kwargs, pooled=self.is_sdxl)
+        if embedded_batch is None:
+            batch_size = prompt_batch_size(prompt, num_images_per_prompt, negative)
+        else:
+            prompt_batch_size("", num_images_per_prompt)  # checks num_images_per_prompt
+            batch_size = embedded_batch
+            if isinstance(negative, list) and len(negative) != batch_size:
+                raise ValueError(f"negative_prompt has {len(negative)} entries but prompt_embeds has {batch_size}")
+        attention = encode_kwargs.get("cross_attention_kwargs")
+        if attention is not None and not isinstance(attention, dict):
+            raise TypeError(f"cross_attention_kwargs must be a dict or None, got {type(attention).__name__}")
+        embeds = {k: encode_kwargs[k] for k in EMBEDDING_KWARGS if encode_kwargs.get(k) is not None}
         common = dict(
             device=self.device,
             num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=True,
             negative_prompt=negative,
+            prompt_embeds=embeds.get("prompt_embeds"),
+            negative_prompt_embeds=embeds.get("negative_prompt_embeds"),
+            lora_scale=None if attention is None else attention.get("scale"),
             clip_skip=encode_kwargs.get("clip_skip"),
         )
         if self.is_sdxl:
@@ -61,9 +133,11 @@ class DiffusersAdapter:
                 prompt=prompt,
                 prompt_2=encode_kwargs.get("prompt_2"),
                 negative_prompt_2=encode_kwargs.get("negative_prompt_2"),
+                pooled_prompt_embeds=embeds.get("pooled_prompt_embeds"),
+                negative_pooled_prompt_embeds=embeds.get("negative_pooled_prompt_embeds"),
                 **common,
             )
-            cond = dict(
+            cond: Dict[str, Any] = dict(
                 prompt_embeds=pe,
                 negative_prompt_embeds=npe,
                 pooled_prompt_embeds=pooled,
@@ -72,6 +146,8 @@ class DiffusersAdapter:
         else:
             pe, npe = self.pipe.encode_prompt(prompt, **common)
             cond = dict(prompt_embeds=pe, negative_prompt_embeds=npe)
+        if attention is not None:
+            cond["cross_attention_kwargs"] = dict(attention)
         return batch_size * num_images_per_prompt, cond
 
     # -- noise ----------------------------------------------------------------------------------
@@ -108,7 +184,10 @@ class DiffusersAdapter:
         r"""NLG's direction ``ε(n|c) − ε(n|∅)`` at ``t_ref``, one batched UNet call on ``[n, n]``.
 
         The UNet sees n itself, the unit-variance x_T; the output is turned into ε with the
-        scheduler's ``alphas_cumprod[t_ref]`` (:func:`nlg.core.to_epsilon`).
+        scheduler's ``alphas_cumprod[t_ref]`` (:func:`nlg.core.to_epsilon`).  ``conditioning`` may hold the
+        ``cross_attention_kwargs`` (e.g. the LoRA ``scale``) of :meth:`encode`; every UNet call receives them.
+        Inputs go to ``pipe._execution_device`` (the accelerator under ``enable_model_cpu_offload()``, where
+        the UNet's own weights sit on the CPU until its offload hook moves them).
         """
         pipe = self.pipe
         unet = pipe.unet
@@ -121,6 +200,7 @@ class DiffusersAdapter:
         t_ref, alpha_bar = reference_alpha_bar(pipe.scheduler, reference_timestep)
         timestep = torch.tensor(t_ref, device=self.device)
         embeds = torch.cat([conditioning["negative_prompt_embeds"], conditioning["prompt_embeds"]]).to(self.device)
+        attention = conditioning.get("cross_attention_kwargs")
         added: Optional[Dict[str, Tensor]] = None
         if self.is_sdxl:
             added = self._sdxl_added_conditioning(conditioning, height, width, **size_kwargs)
@@ -129,7 +209,7 @@ class DiffusersAdapter:
             sample = torch.cat([latents, latents]).to(self.device, unet.dtype)
             cond = None if added is None else {k: cfg_rows(v, index) for k, v in added.items()}
             out = unet(sample, timestep, encoder_hidden_states=cfg_rows(embeds, index), added_cond_kwargs=cond,
-                       return_dict=False)[0]
+                       cross_attention_kwargs=attention, return_dict=False)[0]
             eps = to_epsilon(out.float(), sample.float(), alpha_bar, prediction_type)
             eps_uncond, eps_cond = eps.chunk(2)
             return cfg_direction(eps_cond, eps_uncond, gamma).to(latents.device)

@@ -153,3 +153,14 @@ def test_sd3_nlg_zero_steps_is_the_plain_pipeline_and_refinement_changes_it(sd3)
             n = n / n.norm() * math.sqrt(n.numel())
     torch.testing.assert_close(ref.latents, n, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ref.step_norms[:, 0], torch.tensor(norms), rtol=1e-4, atol=1e-6)
+
+
+def test_sd3_refuses_embeddings_and_cross_attention_kwargs_by_name(sd3):
+    """The flow adapter encodes prompts only: precomputed embeddings would otherwise be dropped silently."""
+    nlg = NoiseLevelGuidance(refining_steps=1)
+    with pytest.raises(TypeError, match="prompt_embeds"):
+        nlg.refine(sd3, None, prompt_embeds=torch.zeros(1, 4, 32), pooled_prompt_embeds=torch.zeros(1, 64))
+    with pytest.raises(TypeError, match="cross_attention_kwargs"):
+        nlg.refine(sd3, "a cat", cross_attention_kwargs={"scale": 0.5})
+    with pytest.raises(ValueError, match="ip_adapter_image"):
+        nlg(sd3, "a cat", ip_adapter_image=torch.zeros(1, 3, 8, 8), **CALL)
