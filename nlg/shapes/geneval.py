@@ -22,12 +22,14 @@ matched by the referenced entry; an ``exclude`` entry fails if ``count`` or more
 exist (so counting means *exactly* N).  Overall accuracy is the mean of the six task accuracies, as
 in GenEval.
 
-The prompt set (:func:`build_prompts`) is stored in GenEval's ``evaluation_metadata.jsonl`` form in
+The prompt set (:func:`build_prompts`: 553 prompts in GenEval's task proportions, drawn as GenEval's
+``create_prompts.py`` draws them) is stored in GenEval's ``evaluation_metadata.jsonl`` form in
 :data:`PROMPTS_PATH`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from itertools import permutations
@@ -37,6 +39,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..utils.io import atomic_write_text
 from .data import BACKGROUND, COLOURS, NUMBERS, PALETTE, RELATIONS, SHAPES, TASKS, plural, relative_position
 
 __all__ = [
@@ -44,6 +47,9 @@ __all__ = [
     "OFF_PALETTE_DISTANCE",
     "MIN_AREA",
     "Detection",
+    "GENEVAL_TASK_SIZES",
+    "PROMPT_SEED",
+    "distinct_prompts",
     "build_prompts",
     "write_prompts",
     "load_prompts",
@@ -76,48 +82,84 @@ class Detection:
 
 # -- prompts --------------------------------------------------------------------------------------
 
-def build_prompts(*, color_attr_prompts: int = 24, seed: int = 0) -> List[Dict[str, Any]]:
-    """The mini-GenEval prompt set, deterministically.
+#: Prompts per task in GenEval's released set (Ghosh et al. 2023, 553 in all, after its de-duplication).
+GENEVAL_TASK_SIZES: Dict[str, int] = {
+    "single_object": 80, "two_object": 99, "counting": 80, "colors": 94, "position": 100, "color_attr": 100,
+}
+#: The seed of GenEval's ``create_prompts.py`` (``--seed 43``); here it seeds a ``torch.Generator``.
+PROMPT_SEED = 43
 
-    * ``single_object``: ``a photo of a {shape}`` for each shape (3);
-    * ``two_object``: ``a photo of a {s1} and a {s2}`` for each ordered pair of different shapes (6);
+
+def distinct_prompts(task: str) -> List[Dict[str, Any]]:
+    """Every distinct prompt of one task (its template space), in a fixed order.
+
+    * ``single_object``: ``a photo of a {shape}`` (3);
+    * ``two_object``: ``a photo of a {s1} and a {s2}``, ordered pairs of different shapes (6);
     * ``counting``: ``a photo of {two|three|four} {shape}s`` with ``exclude`` count N + 1 (9);
-    * ``colors``: ``a photo of a {colour} {shape}`` for every colour and shape (18);
-    * ``position``: ``a photo of a {s1} {relation} a {s2}`` for each ordered pair and relation (24);
-      as in GenEval, the second include entry (s1) carries ``position: [relation, 0]``;
-    * ``color_attr``: ``a photo of a {c1} {s1} and a {c2} {s2}`` (s1 ≠ s2, c1 ≠ c2), a seeded sample of
-      ``color_attr_prompts`` of the 180 combinations.
+    * ``colors``: ``a photo of a {colour} {shape}`` (18);
+    * ``position``: ``a photo of a {s1} {relation} a {s2}``, ordered pairs × 4 relations (24); as in
+      GenEval, the second include entry (s1) carries ``position: [relation, 0]``;
+    * ``color_attr``: ``a photo of a {c1} {s1} and a {c2} {s2}`` with s1 ≠ s2 and c1 ≠ c2 (180).
 
     Args:
-        color_attr_prompts (`int`, defaults to 24): how many colour-attribution prompts to draw.
-        seed (`int`, defaults to 0): seed of that draw (``torch.Generator``).
+        task (`str`): one of :data:`nlg.shapes.data.TASKS`.
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "single_object":
+        return [{"tag": task, "include": [{"class": s, "count": 1}], "prompt": f"a photo of a {s}"} for s in SHAPES]
+    if task == "two_object":
+        return [{"tag": task, "include": [{"class": s1, "count": 1}, {"class": s2, "count": 1}],
+                 "prompt": f"a photo of a {s1} and a {s2}"} for s1, s2 in permutations(SHAPES, 2)]
+    if task == "counting":
+        return [{"tag": task, "include": [{"class": s, "count": n}], "exclude": [{"class": s, "count": n + 1}],
+                 "prompt": f"a photo of {word} {plural(s)}"} for s in SHAPES for n, word in NUMBERS.items()]
+    if task == "colors":
+        return [{"tag": task, "include": [{"class": s, "count": 1, "color": c}], "prompt": f"a photo of a {c} {s}"}
+                for c in COLOURS for s in SHAPES]
+    if task == "position":
+        return [{"tag": task, "include": [{"class": s2, "count": 1}, {"class": s1, "count": 1, "position": [r, 0]}],
+                 "prompt": f"a photo of a {s1} {r} a {s2}"} for s1, s2 in permutations(SHAPES, 2) for r in RELATIONS]
+    return [{"tag": task, "include": [{"class": s1, "count": 1, "color": c1}, {"class": s2, "count": 1, "color": c2}],
+             "prompt": f"a photo of a {c1} {s1} and a {c2} {s2}"}
+            for s1, s2 in permutations(SHAPES, 2) for c1, c2 in permutations(COLOURS, 2)]
+
+
+def build_prompts(*, sizes: Optional[Dict[str, int]] = None, seed: int = PROMPT_SEED) -> List[Dict[str, Any]]:
+    """The GenEval-sized prompt set: GenEval's tasks in GenEval's proportions, drawn as its ``create_prompts`` does.
+
+    GenEval's ``create_prompts.py`` draws every prompt of a task independently and uniformly — classes,
+    colours, counts 2–4 and relations, with two different classes (and two different colours) where a
+    prompt names two — then drops duplicates; ``single_object`` lists every class once.  With COCO's 80
+    classes that leaves :data:`GENEVAL_TASK_SIZES`.  With 3 shapes × 6 colours a task has only 3–180
+    distinct prompts (:func:`distinct_prompts`), so duplicates are *kept*: each task's prompts are drawn
+    uniformly **with replacement** from its template space (the same distribution as GenEval's
+    per-prompt draws), in task order, from one ``torch.Generator`` seeded ``seed``.  ``single_object``
+    follows GenEval's "every class once" by repeating seeded permutations of the shapes, so each shape
+    appears ⌊80/3⌋ or ⌈80/3⌉ times.  A repeated prompt is a separate entry with its own image seeds; the
+    entries are i.i.d. draws from the task's prompt distribution, which is what the bootstrap over
+    prompts (:func:`nlg.eval.stats.prompt_bootstrap`) resamples.
+
+    Args:
+        sizes (`Dict[str, int]`, *optional*): prompts per task; defaults to :data:`GENEVAL_TASK_SIZES`.
+        seed (`int`, defaults to 43): seed of the draws (GenEval's default seed).
+    """
+    sizes = dict(GENEVAL_TASK_SIZES if sizes is None else sizes)
+    unknown = set(sizes) - set(TASKS)
+    if unknown:
+        raise ValueError(f"sizes must be keyed by tasks among {TASKS}, got {sorted(unknown)}")
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in sizes.values()):
+        raise ValueError(f"sizes must be non-negative ints, got {sizes}")
+    generator = torch.Generator().manual_seed(seed)
     prompts: List[Dict[str, Any]] = []
-    for s in SHAPES:
-        prompts.append({"tag": "single_object", "include": [{"class": s, "count": 1}], "prompt": f"a photo of a {s}"})
-    for s1, s2 in permutations(SHAPES, 2):
-        prompts.append({"tag": "two_object", "include": [{"class": s1, "count": 1}, {"class": s2, "count": 1}],
-                        "prompt": f"a photo of a {s1} and a {s2}"})
-    for s in SHAPES:
-        for n, word in NUMBERS.items():
-            prompts.append({"tag": "counting", "include": [{"class": s, "count": n}],
-                            "exclude": [{"class": s, "count": n + 1}], "prompt": f"a photo of {word} {plural(s)}"})
-    for c in COLOURS:
-        for s in SHAPES:
-            prompts.append({"tag": "colors", "include": [{"class": s, "count": 1, "color": c}],
-                            "prompt": f"a photo of a {c} {s}"})
-    for s1, s2 in permutations(SHAPES, 2):
-        for relation in RELATIONS:
-            prompts.append({"tag": "position",
-                            "include": [{"class": s2, "count": 1}, {"class": s1, "count": 1, "position": [relation, 0]}],
-                            "prompt": f"a photo of a {s1} {relation} a {s2}"})
-    combos = [(c1, s1, c2, s2) for s1, s2 in permutations(SHAPES, 2) for c1, c2 in permutations(COLOURS, 2)]
-    order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed))[:color_attr_prompts]
-    for i in sorted(order.tolist()):
-        c1, s1, c2, s2 = combos[i]
-        prompts.append({"tag": "color_attr",
-                        "include": [{"class": s1, "count": 1, "color": c1}, {"class": s2, "count": 1, "color": c2}],
-                        "prompt": f"a photo of a {c1} {s1} and a {c2} {s2}"})
+    for task in TASKS:
+        n, space = sizes.get(task, 0), distinct_prompts(task)
+        if task == "single_object":
+            rounds = -(-n // len(space)) if n else 0
+            picks = [int(i) for _ in range(rounds) for i in torch.randperm(len(space), generator=generator)][:n]
+        else:
+            picks = torch.randint(0, len(space), (n,), generator=generator).tolist()
+        prompts.extend(copy.deepcopy(space[i]) for i in picks)
     return prompts
 
 
@@ -125,7 +167,7 @@ def write_prompts(path: Union[str, Path] = PROMPTS_PATH, prompts: Optional[List[
     """Write prompts (default :func:`build_prompts`) as JSON lines."""
     path = Path(path)
     prompts = build_prompts() if prompts is None else prompts
-    path.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in prompts))
     return path
 
 

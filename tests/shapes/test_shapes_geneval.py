@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from nlg.shapes.data import COLOURS, SHAPES, TASKS, ShapeObject, relative_position, render, sample_scene, scene_from_seed
 from nlg.shapes.geneval import (
+    GENEVAL_TASK_SIZES,
     PROMPTS_PATH,
     Detection,
     assign_pixels,
     build_prompts,
     detect_objects,
+    distinct_prompts,
     evaluate,
     load_prompts,
     score_image,
@@ -125,7 +127,7 @@ def _truth(objects, metadata):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_geneval_decisions_on_renders_match_the_truth(task):
-    prompts = [p for p in load_prompts() if p["tag"] == task]
+    prompts = list({p["prompt"]: p for p in load_prompts() if p["tag"] == task}.values())  # each distinct prompt once
     generator = torch.Generator().manual_seed(1000 + TASKS.index(task))
     agree = total = positives = 0
     for _ in range(40):
@@ -192,18 +194,44 @@ def test_position_rule_examples():
     assert relative_position((0, 0, 10, 10), (2, 0, 12, 10)) == set()
 
 
-def test_prompt_file_is_the_generated_genEval_set():
+def test_prompt_file_is_the_generated_genEval_sized_set():
     rows = load_prompts(PROMPTS_PATH)
     assert rows == build_prompts()
-    assert [len(load_prompts(tasks=[t])) for t in TASKS] == [3, 6, 9, 18, 24, 24]
+    assert [len(load_prompts(tasks=[t])) for t in TASKS] == [80, 99, 80, 94, 100, 100]  # GenEval's 553
+    assert [len(load_prompts(tasks=[t])) for t in TASKS] == [GENEVAL_TASK_SIZES[t] for t in TASKS]
     for row in rows:
         assert set(row) <= {"tag", "include", "exclude", "prompt"} and row["tag"] in TASKS
+        assert row in distinct_prompts(row["tag"])
         for req in row["include"]:
             assert req["class"] in SHAPES and req["count"] >= 1 and req.get("color", "red") in COLOURS
-    assert len({r["prompt"] for r in rows}) == len(rows)
-    assert json.loads(PROMPTS_PATH.read_text().splitlines()[0])["prompt"] == "a photo of a circle"
+            assert req["class"] in row["prompt"] and req.get("color", "") in row["prompt"]
+    singles = [r["prompt"] for r in rows if r["tag"] == "single_object"]
+    assert sorted(singles.count(f"a photo of a {s}") for s in SHAPES) == [26, 27, 27]  # every class equally often
+    assert json.loads(PROMPTS_PATH.read_text().splitlines()[0])["tag"] == "single_object"
     with pytest.raises(ValueError, match="tasks"):
         load_prompts(tasks=["spelling"])
+
+
+def test_distinct_prompts_enumerate_each_template_space():
+    n_shapes, n_colours = len(SHAPES), len(COLOURS)
+    expected = {"single_object": n_shapes, "two_object": n_shapes * (n_shapes - 1), "counting": n_shapes * 3,
+                "colors": n_colours * n_shapes, "position": n_shapes * (n_shapes - 1) * 4,
+                "color_attr": n_shapes * (n_shapes - 1) * n_colours * (n_colours - 1)}
+    for task in TASKS:
+        space = distinct_prompts(task)
+        assert len(space) == expected[task] and len({p["prompt"] for p in space}) == len(space)
+    with pytest.raises(ValueError, match="task"):
+        distinct_prompts("spelling")
+
+
+def test_prompts_are_drawn_uniformly_with_replacement_and_seeded():
+    rows = build_prompts(sizes={"colors": 18_000}, seed=7)
+    counts = np.array([sum(r["prompt"] == p["prompt"] for r in rows) for p in distinct_prompts("colors")])
+    # Binomial(18000, 1/18): mean 1000, sd ≈ 30.6; 5 sd either side
+    assert counts.sum() == 18_000 and counts.min() > 1000 - 153 and counts.max() < 1000 + 153
+    assert build_prompts(seed=7) == build_prompts(seed=7) != build_prompts(seed=8)
+    with pytest.raises(ValueError, match="sizes"):
+        build_prompts(sizes={"spelling": 3})
 
 
 def test_task_accuracies_average_tasks_not_images():
