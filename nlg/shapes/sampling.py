@@ -1,14 +1,20 @@
 """Sampling the shapes pipeline with and without NLG on paired seeds, and scoring it with the mini-GenEval.
 
 Each image gets its own ``torch.Generator`` seeded from ``(seed, prompt index, image index)``, so an
-image never depends on the batch it was generated in, and plain sampling and NLG start from the same
-initial noise.  NLG goes through the public path only: ``NoiseLevelGuidance(...)(pipe, prompts, ...)``.
+image never depends on the batch it was generated in, the process that made it or a resumption, and
+plain sampling and NLG start from the same initial noise.  The evaluation has two disjoint seed splits
+(:data:`SPLIT_SEEDS`): ``dev`` for choosing CFG, K and η, ``test`` for the reported numbers.
+
+NLG goes through the public path only: ``NoiseLevelGuidance(...)(pipe, prompts, ...)``.  The controls
+refine the noise with another *direction* prompt than the one sampled (:func:`sample_with_direction`):
+the empty prompt on both sides (only the refinement noise and renormalisation act) or another prompt of
+the set (:func:`shuffled_prompts`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,33 +22,141 @@ import torch
 from .. import NoiseLevelGuidance
 from .geneval import score_image
 
-__all__ = ["SamplingConfig", "image_seed", "generate", "score_batch"]
+__all__ = [
+    "DIRECTIONS",
+    "SPLIT_SEEDS",
+    "SamplingConfig",
+    "image_seed",
+    "split_seed",
+    "shuffled_prompts",
+    "sample_with_direction",
+    "generate",
+    "score_batch",
+]
+
+#: Where NLG takes its direction from: the sampled prompt (NLG itself), the empty prompt on both sides, or
+#: another prompt of the set (:func:`shuffled_prompts`).
+DIRECTIONS = ("prompt", "empty", "shuffled")
+#: Seed bases of the evaluation splits; seed 0 chose the earlier default scale and is in neither.
+SPLIT_SEEDS = {"dev": 1, "test": 2}
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """One sampling setting: CFG scale, and NLG steps K and step size η (K = 0: plain sampling)."""
+    """One sampling setting: CFG scale, NLG steps K and step size η (K = 0: plain sampling), and NLG's direction.
+
+    Args:
+        guidance_scale (`float`): classifier-free guidance scale (1 = none).
+        refining_steps (`int`, defaults to 0): NLG steps K.
+        step_size (`float`, defaults to 1.0): NLG step size η.
+        direction (`str`, defaults to ``"prompt"``): one of :data:`DIRECTIONS`; the controls use ``"empty"``
+            and ``"shuffled"`` (only with ``refining_steps > 0``).
+    """
 
     guidance_scale: float
     refining_steps: int = 0
     step_size: float = 1.0
+    direction: str = "prompt"
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.direction != "prompt" and not self.refining_steps:
+            raise ValueError(f"direction={self.direction!r} needs refining_steps > 0 (it changes NLG's direction)")
 
     @property
     def name(self) -> str:
         base = f"CFG {self.guidance_scale:g}"
         if self.refining_steps == 0:
             return base
-        return f"{base} + NLG K={self.refining_steps} η={self.step_size:g}"
+        suffix = "" if self.direction == "prompt" else f" ({self.direction} direction)"
+        return f"{base} + NLG K={self.refining_steps} η={self.step_size:g}{suffix}"
 
     def unet_evals_per_image(self, num_inference_steps: int) -> int:
-        """Single-image UNet evaluations: 2 per NLG step, 1 or 2 (CFG) per sampler step."""
+        """Single-image UNet evaluations: 2K for NLG, plus 1 (CFG 1) or 2 (CFG > 1) per sampler step.
+
+        NLG evaluates ``[n, n]`` with (negative, positive) prompts in one batched call per step
+        (:meth:`nlg.adapters.stable_diffusion.DiffusersAdapter.direction_fn`), also for the controls;
+        the pipeline doubles its batch when ``guidance_scale > 1``.
+        """
         per_step = 2 if self.guidance_scale > 1 else 1
         return 2 * self.refining_steps + per_step * num_inference_steps
 
 
 def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
     """The seed of one image: distinct for every (seed, prompt, image) below 10⁴ prompts and 10³ images each."""
+    if not 0 <= prompt_index < 10_000 or not 0 <= image_index < 1_000:
+        raise ValueError(f"prompt_index must lie in [0, 10000) and image_index in [0, 1000), got {prompt_index}, {image_index}")
     return seed * 10_000_000 + prompt_index * 1_000 + image_index
+
+
+def split_seed(split: str, prompt_index: int, image_index: int) -> int:
+    """:func:`image_seed` of one image of an evaluation split (:data:`SPLIT_SEEDS`): dev and test never share one."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+    return image_seed(SPLIT_SEEDS[split], prompt_index, image_index)
+
+
+def shuffled_prompts(prompts: Sequence[str], generator: torch.Generator) -> List[str]:
+    """``prompts`` permuted so that no prompt keeps its own text: a seeded derangement of the texts.
+
+    A uniform permutation (``torch.randperm``) is repaired by swaps with random partners until every
+    position holds a different text from its own; the result is still a permutation, so every prompt of
+    the set serves as a direction exactly once.
+
+    Args:
+        prompts (`Sequence[str]`): the prompt texts (repeats allowed, none may fill half the set or more).
+        generator (`torch.Generator`): drives the permutation and the swaps.
+    """
+    texts = list(prompts)
+    n = len(texts)
+    most = max((texts.count(t) for t in set(texts)), default=0)
+    if n and 2 * most > n:
+        raise ValueError(f"prompts: one text fills {most} of {n} places; no derangement of the texts exists")
+    order = torch.randperm(n, generator=generator).tolist()
+    for i in range(n):
+        for _ in range(100 * n):
+            if texts[order[i]] != texts[i]:
+                break
+            j = int(torch.randint(0, n, (1,), generator=generator))
+            if texts[order[j]] != texts[i] and texts[order[i]] != texts[j]:
+                order[i], order[j] = order[j], order[i]
+        else:  # pragma: no cover - needs a pathological text distribution
+            raise ValueError("prompts: could not derange the texts")
+    return [texts[k] for k in order]
+
+
+def sample_with_direction(nlg: NoiseLevelGuidance, pipe: Any, prompt: Any, *, direction_prompt: Any,
+                          direction_negative_prompt: Any = None, **pipeline_kwargs: Any) -> Any:
+    """NLG whose direction comes from ``direction_prompt`` while the pipeline samples ``prompt``.
+
+    Refines the initial noise with :meth:`nlg.NoiseLevelGuidance.refine` on ``direction_prompt`` (and
+    ``direction_negative_prompt``, default empty), then calls the unmodified ``pipe(prompt,
+    latents=refined, **pipeline_kwargs)``.  With ``direction_prompt = prompt`` this is
+    ``nlg(pipe, prompt, **pipeline_kwargs)``; with ``direction_prompt = ""`` the direction
+    ε(n|"") − ε(n|"") is zero and only the refinement noise and renormalisation act.
+
+    Args:
+        nlg (`NoiseLevelGuidance`): the refinement settings.
+        pipe (`StableDiffusionPipeline`): the pipeline.
+        prompt (`str` or `List[str]`): what the pipeline samples.
+        direction_prompt (`str` or `List[str]`): what the refinement's direction is conditioned on, one per prompt.
+        direction_negative_prompt (*optional*): the refinement's null condition (default: the empty prompt).
+        **pipeline_kwargs: the pipeline's keyword arguments; ``generator``, ``height``, ``width``,
+            ``num_images_per_prompt`` and ``latents`` also shape the refinement, as in ``nlg(pipe, ...)``.
+    """
+    if not isinstance(nlg, NoiseLevelGuidance):
+        raise TypeError(f"nlg must be a NoiseLevelGuidance, got {type(nlg).__name__}")
+    count = lambda p: 1 if isinstance(p, str) else len(p) if isinstance(p, list) else -1  # noqa: E731
+    if count(prompt) < 1 or count(direction_prompt) != count(prompt):
+        raise ValueError(f"direction_prompt must match prompt (a str or a list of the same length), got "
+                         f"{count(direction_prompt)} direction prompt(s) for {count(prompt)} prompt(s)")
+    refine_args = {k: pipeline_kwargs[k] for k in ("generator", "height", "width", "num_images_per_prompt") if k in pipeline_kwargs}
+    if "latents" in pipeline_kwargs:
+        refine_args["latents"] = pipeline_kwargs.pop("latents")
+    refinement = nlg.refine(pipe, direction_prompt, negative_prompt=direction_negative_prompt, **refine_args)
+    with torch.inference_mode():
+        return pipe(prompt, latents=refinement.latents, **pipeline_kwargs)
 
 
 def generate(
@@ -53,6 +167,7 @@ def generate(
     *,
     num_inference_steps: int,
     batch_size: int = 32,
+    direction_prompts: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
     """Images for ``prompts[i]`` from ``torch.Generator().manual_seed(seeds[i])``, as uint8 ``(N, 32, 32, 3)``.
 
@@ -63,9 +178,15 @@ def generate(
         config (`SamplingConfig`): CFG scale and NLG settings.
         num_inference_steps (`int`): DDIM steps.
         batch_size (`int`, defaults to 32): images per pipeline call (does not change the images).
+        direction_prompts (`Sequence[str]`, *optional*): one direction prompt per image, required by (and
+            only by) ``config.direction == "shuffled"``, e.g. from :func:`shuffled_prompts`.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"prompts and seeds must have the same length, got {len(prompts)} and {len(seeds)}")
+    if (direction_prompts is not None) != (config.direction == "shuffled"):
+        raise ValueError("direction_prompts must be given exactly when config.direction == 'shuffled'")
+    if direction_prompts is not None and len(direction_prompts) != len(prompts):
+        raise ValueError(f"direction_prompts must hold one prompt per image, got {len(direction_prompts)} for {len(prompts)}")
     out: List[np.ndarray] = []
     nlg = NoiseLevelGuidance(refining_steps=config.refining_steps, step_size=config.step_size) if config.refining_steps else None
     for start in range(0, len(prompts), batch_size):
@@ -75,8 +196,12 @@ def generate(
             num_inference_steps=num_inference_steps, guidance_scale=config.guidance_scale,
             generator=generators, output_type="np",
         )
-        with torch.inference_mode():
-            result = nlg(pipe, chunk, **kwargs) if nlg is not None else pipe(chunk, **kwargs)
+        if config.direction == "prompt":
+            with torch.inference_mode():
+                result = nlg(pipe, chunk, **kwargs) if nlg is not None else pipe(chunk, **kwargs)
+        else:
+            direction = [""] * len(chunk) if direction_prompts is None else list(direction_prompts[start : start + batch_size])
+            result = sample_with_direction(nlg, pipe, chunk, direction_prompt=direction, **kwargs)
         out.append(np.clip(np.round(result.images * 255.0), 0, 255).astype(np.uint8))
     return np.concatenate(out) if out else np.zeros((0, 32, 32, 3), dtype=np.uint8)
 
