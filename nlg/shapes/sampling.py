@@ -1,7 +1,8 @@
 """Sampling the shapes pipeline with and without NLG on paired seeds, and scoring it with the mini-GenEval.
 
 Each image gets its own ``torch.Generator`` seeded from ``(seed, prompt index, image index)``, so an
-image never depends on the batch it was generated in, the process that made it or a resumption, and
+image's noise never depends on the batch it was generated in, the process that made it or a resumption
+(batched float arithmetic can still move a pixel by one grey level between batch sizes), and
 plain sampling and NLG start from the same initial noise.  The evaluation has two disjoint seed splits
 (:data:`SPLIT_SEEDS`): ``dev`` for choosing CFG, K and η, ``test`` for the reported numbers.
 
@@ -177,7 +178,8 @@ def generate(
         seeds (`Sequence[int]`): one seed per image.
         config (`SamplingConfig`): CFG scale and NLG settings.
         num_inference_steps (`int`): DDIM steps.
-        batch_size (`int`, defaults to 32): images per pipeline call (does not change the images).
+        batch_size (`int`, defaults to 32): images per pipeline call (does not change the seeds; pixels agree
+            across batch sizes to within one grey level).
         direction_prompts (`Sequence[str]`, *optional*): one direction prompt per image, required by (and
             only by) ``config.direction == "shuffled"``, e.g. from :func:`shuffled_prompts`.
     """

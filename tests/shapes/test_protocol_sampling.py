@@ -92,7 +92,8 @@ def test_images_do_not_depend_on_batch_size(pipe):
     config = SamplingConfig(1.0, 2, 10.0)
     one = generate(pipe, PROMPTS, seeds, config, num_inference_steps=3, batch_size=1)
     three = generate(pipe, PROMPTS, seeds, config, num_inference_steps=3, batch_size=3)
-    np.testing.assert_array_equal(one, three)
+    # the same seeds whatever the batch; batched float arithmetic may move a pixel by one grey level, no more
+    assert np.abs(one.astype(int) - three.astype(int)).max() <= 1
 
 
 def test_dev_and_test_seeds_are_disjoint_and_distinct():
