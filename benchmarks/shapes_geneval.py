@@ -3,7 +3,7 @@
     python benchmarks/shapes_geneval.py             # -> benchmarks/results/shapes_geneval.{csv,md,png}
     python benchmarks/shapes_geneval.py --quick --out-dir /tmp/sg    # a smoke run (2 prompts per task, 1 image)
 
-Every configuration draws ``--images-per-prompt`` images for each of the 84 prompts of
+Every configuration draws ``--images-per-prompt`` images for each prompt of
 ``nlg/shapes/evaluation_metadata.jsonl`` from the same per-image seeds (one ``torch.Generator`` per
 image), DDIM with ``--steps`` steps, and scores them with the exact scorer (:mod:`nlg.shapes.geneval`).
 
