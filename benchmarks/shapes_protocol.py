@@ -277,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     directions = shuffled_prompts(texts, torch.Generator().manual_seed(SHUFFLE_SEED))
     dev_json = args.out_dir / f"shapes_protocol_dev{suffix}.json"
     best_cfg = args.best_cfg
-    if best_cfg is None and args.split == "test":
+    if best_cfg is None and args.split == "test" and not (args.list and not dev_json.is_file()):
         if not dev_json.is_file():
             raise SystemExit(f"error: no {dev_json}: run --split dev first (the best CFG scale is chosen there) or pass --best-cfg")
         best_cfg = json.loads(dev_json.read_text())["best_cfg"]
