@@ -283,8 +283,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         best_cfg = json.loads(dev_json.read_text())["best_cfg"]
     settings = build_settings(args, best_cfg)
     if args.list:
-        for s in settings + ([] if best_cfg is not None else [Setting("nlg-k*-cfg<best>-s*", "nlg-best", _nlg(2.0, 4), args.default_steps)]):
+        for s in settings:
             print(f"{s.key:24s} {s.group:9s} {s.evals:4d} UNet evals/image  {s.label}")
+        if best_cfg is None:
+            print(f"{'cfg<best>-s' + str(args.default_steps):24s} nlg-best  and NLG on it for K in {tuple(args.best_budgets)}: "
+                  f"2K + {2 * args.default_steps} UNet evals/image (the best scale comes from the dev split)")
         return 0
     known = {s.key for s in settings}
     if args.settings and not set(args.settings) <= known:
