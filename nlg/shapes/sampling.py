@@ -35,7 +35,7 @@ __all__ = [
     "score_batch",
 ]
 
-#: Where NLG takes its direction from: the sampled prompt (NLG itself), the empty prompt on both sides, or
+#: The sources of NLG's direction, in order the sampled prompt (NLG itself), the empty prompt on both sides, and
 #: another prompt of the set (:func:`shuffled_prompts`).
 DIRECTIONS = ("prompt", "empty", "shuffled")
 #: Seed bases of the evaluation splits; seed 0 chose the earlier default scale and is in neither.
