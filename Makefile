@@ -38,7 +38,7 @@ chromium:
 	  echo "chromium is not installed: the browser test will be skipped"
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/refine_overhead.py
+	$(PY) -m benchmarks.refine_overhead
 
 # `make docs` builds the documentation site strictly (every warning is an error) into docs/_build/html.
 docs: $(STAMP)

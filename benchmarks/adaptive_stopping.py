@@ -1,7 +1,7 @@
 """Adaptive stopping on the digits model: UNet evaluations saved vs fixed K = 20 at equal accuracy and Fréchet distance.
 
-    python benchmarks/adaptive_stopping.py            # 100 samples per digit, CFG scales 0 and 1 (~40 min on a busy 2-core machine)
-    python benchmarks/adaptive_stopping.py --quick    # 10 per digit, two tolerances
+    python -m benchmarks.adaptive_stopping            # 100 samples per digit, CFG scales 0 and 1 (~40 min on a busy 2-core machine)
+    python -m benchmarks.adaptive_stopping --quick    # 10 per digit, two tolerances
 
 For every CFG scale it samples the same 100 initial noises per digit under: no NLG; NLG with fixed
 K ∈ {10, 20} (paper options η = 1, τ = 0.5, λ = 0.001); and NLG with K ≤ 20 and adaptive stopping
@@ -19,10 +19,11 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from beyond_common import command, cfg_digits_direction, load_pipe, write_results
 from nlg import refine_noise
 from nlg.digits import DigitsEvaluator, per_sample_generators
 from nlg.digits.experiment import requested_labels
+
+from .beyond_common import command, cfg_digits_direction, load_pipe, write_results
 
 MAX_STEPS = 20
 

@@ -2,13 +2,13 @@
 
 Starts the server on a free 127.0.0.1 port, warms it up with one good and one bad request, then sends
 ``--bursts`` bursts of ``--requests`` requests through ``gradio_client``, ``--concurrency`` in flight at a
-time, every third one bad (the fixed mix of ``tests/helpers/app_server.py``).  Per burst it records the
+time, every third one bad (the fixed mix of :func:`nlg.app.load.burst_plan`).  Per burst it records the
 requests, failures (a good request that errored, or a bad one that was accepted), p50/p95/max latency
 per request (wall time from submit to answer, so it includes waiting in the app's one-at-a-time queue),
 throughput, and the server's VmRSS before and after.  Writes ``benchmarks/results/app_load.{json,md}``::
 
-    .venv/bin/python benchmarks/app_load.py                       # 6 bursts of 30 requests, 6 at a time
-    .venv/bin/python benchmarks/app_load.py --quick               # 1 burst of 12 (smoke run, not written)
+    .venv/bin/python -m benchmarks.app_load                       # 6 bursts of 30 requests, 6 at a time
+    .venv/bin/python -m benchmarks.app_load --quick               # 1 burst of 12 (smoke run, not written)
 
 Latency depends on the machine and on what else runs on it; the results record the CPU count and load.
 """
@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nlg.app.load import burst_plan, rss_kib, run_burst, serve
+from nlg.utils.io import atomic_write_json
+
+from .common import RESULTS, command, markdown_table, write_markdown
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-from tests.helpers.app_server import burst_plan, rss_kib, run_burst, serve  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -104,6 +103,36 @@ def callback_memory(plan: List[Any], rounds: int) -> List[Dict[str, Any]]:
     return rows
 
 
+def report_lines(result: Dict[str, Any]) -> List[str]:
+    """The Markdown report of a run's ``result`` (the content of ``app_load.json``), one item per paragraph or table."""
+    bursts_table = markdown_table(
+        ["burst", "requests (good/bad)", "concurrency", "failures", "p50 s", "p95 s", "max s", "req/s", "VmRSS MiB before → after"],
+        [[b["burst"], f"{b['requests']} ({b['good']}/{b['bad']})", b["concurrency"], b["failures"], b["latency_all"]["p50_s"],
+          b["latency_all"]["p95_s"], b["latency_all"]["max_s"], b["requests_per_s"], f"{b['rss_before_mib']} → {b['rss_after_mib']}"]
+         for b in result["bursts"]],
+    )
+    memory_table = markdown_table(
+        ["round", "requests", "VmRSS MiB before → after"],
+        [[r["round"], r["requests"], f"{r['rss_before_mib']} → {r['rss_after_mib']}"] for r in result["callback_in_process"]],
+    )
+    return [
+        "# Web demo under load",
+        "",
+        f"`{result['command']}` against `{result['server']}`, {result['machine']['cpus']} CPUs "
+        f"(1-min load average {result['machine']['load_avg_1m_at_end']} at the end). {result['request_mix']}.",
+        "Latency is per request from submit to answer, so it includes waiting in the app's one-at-a-time queue.",
+        "",
+        bursts_table,
+        "",
+        f"Server still up after the bursts: {result['server_alive_after']}.",
+        "",
+        "The app's Generate callback alone, called in the benchmark's own process with the same requests "
+        "(no gradio server), VmRSS per round:",
+        "",
+        memory_table,
+    ]
+
+
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=30)
@@ -136,7 +165,7 @@ def main(argv: List[str] | None = None) -> int:
     in_process = callback_memory(plan, rounds=args.bursts)
 
     result = {
-        "command": " ".join(["python benchmarks/app_load.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command("app_load", argv),
         "server": "python -m nlg.app --host 127.0.0.1 --threads 1 (digits model)",
         "request_mix": "Every 3rd request is bad (10 kinds); the good ones ask for 1-2 seeds, 4-6 sampler steps, K 0-4",
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "python": platform.python_version()},
@@ -147,37 +176,8 @@ def main(argv: List[str] | None = None) -> int:
     if args.quick:
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "app_load.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = [
-        "| burst | requests (good/bad) | concurrency | failures | p50 s | p95 s | max s | req/s | VmRSS MiB before → after |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for b in bursts:
-        lat = b["latency_all"]
-        rows.append(
-            f"| {b['burst']} | {b['requests']} ({b['good']}/{b['bad']}) | {b['concurrency']} | {b['failures']} | {lat['p50_s']} | "
-            f"{lat['p95_s']} | {lat['max_s']} | {b['requests_per_s']} | {b['rss_before_mib']} → {b['rss_after_mib']} |"
-        )
-    text = "\n".join([
-        "# Web demo under load",
-        "",
-        f"`{result['command']}` against `{result['server']}`, {result['machine']['cpus']} CPUs "
-        f"(1-min load average {result['machine']['load_avg_1m_at_end']} at the end). {result['request_mix']}.",
-        "Latency is per request from submit to answer, so it includes waiting in the app's one-at-a-time queue.",
-        "",
-        *rows,
-        "",
-        f"Server still up after the bursts: {alive}.",
-        "",
-        "The app's Generate callback alone, called in the benchmark's own process with the same requests "
-        "(no gradio server), VmRSS per round:",
-        "",
-        "| round | requests | VmRSS MiB before → after |",
-        "|---|---|---|",
-        *[f"| {r['round']} | {r['requests']} | {r['rss_before_mib']} → {r['rss_after_mib']} |" for r in in_process],
-        "",
-    ])
-    (RESULTS / "app_load.md").write_text(text)
+    atomic_write_json(RESULTS / "app_load.json", result, sort_keys=False)
+    text = write_markdown(RESULTS / "app_load.md", report_lines(result)).read_text()
     print(text)
     return 0
 

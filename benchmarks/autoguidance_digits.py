@@ -1,7 +1,7 @@
 """AutoGuidance as NLG's direction on the digits model: does refining the noise with ε_good − ε_weak help?
 
-    python benchmarks/autoguidance_digits.py           # weak models of 300 and 1000 steps, 1000 samples (~45 min on a busy 2-core machine)
-    python benchmarks/autoguidance_digits.py --quick   # one weak model of 100 steps, 200 samples
+    python -m benchmarks.autoguidance_digits           # weak models of 300 and 1000 steps, 1000 samples (~45 min on a busy 2-core machine)
+    python -m benchmarks.autoguidance_digits --quick   # one weak model of 100 steps, 200 samples
 
 The good model is the shipped one (4000 steps).  Each weak model is trained here with
 ``nlg.digits.train_digits`` for a few hundred steps (seed 0, 1 thread: bit-exact).  Unconditional
@@ -20,11 +20,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from beyond_common import command, cfg_digits_direction, load_pipe, unconditional_fd, write_results
 from nlg import AutoGuidance, refine_noise
 from nlg.digits import NULL_CLASS, DigitsEvaluator, DigitsPipeline, load_split, per_sample_generators, train_digits
 from nlg.digits.experiment import requested_labels
 from nlg.digits.pipeline import default_sampler
+
+from .beyond_common import command, cfg_digits_direction, load_pipe, unconditional_fd, write_results
 
 
 def sample(pipe: DigitsPipeline, labels: torch.Tensor, scale: float, seed: int,

@@ -1,30 +1,29 @@
 """Shared pieces of the "beyond the paper" digits benchmarks: model loading, directions, img2img sampling, results.
 
 Every benchmark uses the shipped digits model, per-sample generators (an image never depends on
-its batch) and writes ``benchmarks/results/<name>.csv`` and ``.md``.
+its batch) and writes ``benchmarks/results/<name>.csv`` and ``.md`` (:func:`benchmarks.common.write_results`).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlg.autoguidance import guidance_direction, unet_epsilon
+from nlg.core.refine import DirectionFn
+from nlg.digits import NULL_CLASS, DigitsPipeline, load_split
+from nlg.digits.evaluator import frechet_distance, gaussian_stats
+from nlg.digits.model import WEIGHTS_DIR, WEIGHTS_NAME
+from nlg.utils.io import sha256_file
 
-from nlg.autoguidance import guidance_direction, unet_epsilon  # noqa: E402
-from nlg.digits import NULL_CLASS, DigitsPipeline, load_split  # noqa: E402
-from nlg.digits.evaluator import frechet_distance, gaussian_stats  # noqa: E402
-from nlg.digits.model import WEIGHTS_DIR, WEIGHTS_NAME  # noqa: E402
-from nlg.core.refine import DirectionFn  # noqa: E402
+from .common import command as module_command
+from .common import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
+__all__ = ["load_pipe", "cfg_digits_direction", "sample_from", "unconditional_fd", "command", "write_results"]
 
 
 def load_pipe(weights: Optional[str]) -> DigitsPipeline:
@@ -72,26 +71,5 @@ def command() -> str:
             continue
         args.append(arg)
     weights = Path(sys.argv[sys.argv.index("--weights") + 1]) if "--weights" in sys.argv else WEIGHTS_DIR
-    digest = hashlib.sha256((weights / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
-    return "`python benchmarks/" + " ".join([Path(sys.argv[0]).name] + args) + f"` (digits weights sha256 {digest}…)"
-
-
-def write_results(name: str, rows: List[Dict[str, Any]], notes: Sequence[str], columns: Sequence[str]) -> Path:
-    """Write ``rows`` to ``results/<name>.csv`` and a markdown table with ``notes`` to ``results/<name>.md``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"{name}.csv", "w", newline="") as handle:
-        fields = list(dict.fromkeys(key for row in rows for key in row))
-        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-
-    def cell(value: Any) -> str:
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.4g}"
-        return str(value)
-
-    lines = [f"# {name}", "", *notes, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    path = RESULTS / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    digest = sha256_file(weights / WEIGHTS_NAME)[:16]
+    return f"`{module_command(Path(sys.argv[0]).stem, args)}` (digits weights sha256 {digest}…)"

@@ -1,13 +1,13 @@
 """The adherence/quality frontier on the shipped digits model: NLG vs plain classifier-free guidance.
 
-    python benchmarks/digits_frontier.py                 # full sweep -> benchmarks/results/digits_frontier.{csv,png}
-    python benchmarks/digits_frontier.py --quick --out-dir /tmp/frontier   # a smoke run
+    python -m benchmarks.digits_frontier                 # full sweep -> benchmarks/results/digits_frontier.{csv,png}
+    python -m benchmarks.digits_frontier --quick --out-dir /tmp/frontier   # a smoke run
 
 Sweeps CFG scale {0, 0.5, 1, 2, 3} × refining_steps {0, 5, 10, 20} with the paper's η = 1, τ = 0.5,
 λ = 0.001, then K = 20 with step_size η ∈ {0.5, 2} and clip_threshold τ ∈ {0.25, 1, none} at CFG
 scales 0 and 1.  Every configuration samples 100 images per digit from the same per-sample seeds
-(DDIM, 25 steps) and is scored by :class:`nlg.digits.DigitsEvaluator`.  Rows are written to the CSV as
-they finish; the plot shows accuracy vs per-class Fréchet distance, one curve per K.
+(DDIM, 25 steps) and is scored by :class:`nlg.digits.DigitsEvaluator`.  The CSV is rewritten atomically as
+each row finishes; the plot shows accuracy vs per-class Fréchet distance, one curve per K.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from nlg.digits import DigitsEvaluator, DigitsPipeline
 from nlg.digits.experiment import DigitsConfig, run_config
 from nlg.digits.report import plot_frontier
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from .common import RESULTS, write_csv
+
 SCALES = (0.0, 0.5, 1.0, 2.0, 3.0)
 REFINING_STEPS = (0, 5, 10, 20)
 
@@ -65,23 +66,17 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     start = time.perf_counter()
-    with csv_path.open("w", newline="") as handle:
-        writer = None
-        for config in sweep(args.quick):
-            result = run_config(pipe, evaluator, config, samples_per_class=per_class, seed=args.seed, num_inference_steps=args.steps)
-            row = {k: round(v, 5) if isinstance(v, float) else v for k, v in result.as_row().items()}
-            if writer is None:
-                writer = csv.DictWriter(handle, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
-            handle.flush()
-            rows.append(row)
-            print(
-                f"{config.name:40s} acc {100 * row['accuracy']:5.1f}%  FD/class {row['fd_per_class']:6.2f}  "
-                f"FD {row['fd_overall']:6.2f}  div {row['diversity_ratio']:.2f}  {row['seconds']:.0f} s  "
-                f"{row['unet_evals_per_image']} UNet evals/image",
-                flush=True,
-            )
+    for config in sweep(args.quick):
+        result = run_config(pipe, evaluator, config, samples_per_class=per_class, seed=args.seed, num_inference_steps=args.steps)
+        row = {k: round(v, 5) if isinstance(v, float) else v for k, v in result.as_row().items()}
+        rows.append(row)
+        write_csv(csv_path, rows)
+        print(
+            f"{config.name:40s} acc {100 * row['accuracy']:5.1f}%  FD/class {row['fd_per_class']:6.2f}  "
+            f"FD {row['fd_overall']:6.2f}  div {row['diversity_ratio']:.2f}  {row['seconds']:.0f} s  "
+            f"{row['unet_evals_per_image']} UNet evals/image",
+            flush=True,
+        )
     plot_frontier(rows, png_path, reference_fd=reference.fd_per_class)
     print(
         f"real training digits vs held-out: FD/class {reference.fd_per_class:.2f}, FD {reference.fd_overall:.2f}; "

@@ -1,7 +1,7 @@
 """NLG on a flow-matching digits model: does the velocity-difference direction at σ_r < 1 help?
 
-    python benchmarks/flow_digits.py           # trains a 1500-step flow model (~15 min), 1000 samples per row
-    python benchmarks/flow_digits.py --quick   # 200 training steps, 200 samples per row
+    python -m benchmarks.flow_digits           # trains a 1500-step flow model (~15 min), 1000 samples per row
+    python -m benchmarks.flow_digits --quick   # 200 training steps, 200 samples per row
 
 The digits UNet of :mod:`nlg.digits` is trained here (``train_digits`` with a flow-matching
 ``batch_fn``, seed 0, 1 thread) on ``x_σ = (1−σ) x₀ + σ ε``, ``σ ~ U(0, 1)``, timestep ``1000 σ``,
@@ -20,10 +20,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from beyond_common import write_results
 from nlg import flow_direction, refine_noise
 from nlg.digits import NULL_CLASS, DigitsEvaluator, load_split, per_sample_generators, train_digits
 from nlg.digits.experiment import requested_labels
+
+from .beyond_common import write_results
 
 STEPS = 25
 
@@ -103,7 +104,7 @@ def main() -> None:
             rows.append(row)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     notes = [
-        f"`python benchmarks/flow_digits.py{' --quick' if args.quick else ''}`: flow-matching digits UNet trained "
+        f"`python -m benchmarks.flow_digits{' --quick' if args.quick else ''}`: flow-matching digits UNet trained "
         f"{train_steps} steps (seed 0), {len(labels)} samples per row, seed {args.seed}, 25 Euler steps.",
         "NLG: K = 20, η = 1, τ = 0.5, λ = 0.001; `epsilon` = (1−σ_r)(v_c − v_u), `velocity` = v_c − v_u, both at x = σ_r n.",
     ]

@@ -7,27 +7,26 @@ writes, manifest) adds nothing else that grows with K.  Timed end to end through
 :func:`nlg.eval.runs.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
 medians printed.
 
-    python benchmarks/generation_throughput.py [--images 4] [--inference_steps 20] [--refining_steps 20]
+    python -m benchmarks.generation_throughput [--images 4] [--inference_steps 20] [--refining_steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlg import NoiseLevelGuidance
+from nlg.eval.runs import Caption, RunFolder, generate_images
+from nlg.testing import tiny_sd_pipeline
 
-from nlg import NoiseLevelGuidance  # noqa: E402
-from nlg.eval.runs import Caption, RunFolder, generate_images  # noqa: E402
-from tests.helpers.tiny import tiny_sd_pipeline  # noqa: E402
+from .common import interleaved, paired_ratios
 
 
 def run(pipe, refining_steps: int, captions: List[Caption], folder: Path, args: argparse.Namespace) -> float:
@@ -62,20 +61,18 @@ def main() -> None:
     pipe = tiny_sd_pipeline("v_prediction", scheduler="dpm++", sample_size=args.sample_size)
     captions = [Caption(id=i, caption=f"a photo of object number {i}") for i in range(args.images)]
     n, k = args.inference_steps, args.refining_steps
-    times: Dict[str, List[float]] = {"plain": [], "nlg": []}
     with tempfile.TemporaryDirectory() as tmp:
         run(pipe, 0, captions[:1], Path(tmp) / "warmup", args)
-        for round_ in range(args.rounds):
-            for name, steps in (("plain", 0), ("nlg", k)):
-                times[name].append(run(pipe, steps, captions, Path(tmp) / f"{name}{round_}", args))
-            print(f"round {round_ + 1}: plain {times['plain'][-1]:.2f}s, nlg {times['nlg'][-1]:.2f}s", flush=True)
+        folders = (Path(tmp) / f"run{i}" for i in range(2 * args.rounds))  # a fresh run folder per timed run
+        times = interleaved({"plain": lambda: run(pipe, 0, captions, next(folders), args),
+                             "nlg": lambda: run(pipe, k, captions, next(folders), args)}, args.rounds)
     plain, nlg = statistics.median(times["plain"]), statistics.median(times["nlg"])
     bound = (n + k) / n * 1.05
     print(f"threads={torch.get_num_threads()} images={args.images} batch_size={args.batch_size} N={n} K={k} "
           f"latents={args.sample_size}x{args.sample_size}")
     print(f"median plain : {plain:.2f} s ({args.images / plain:.2f} img/s)")
     print(f"median NLG   : {nlg:.2f} s ({args.images / nlg:.2f} img/s)")
-    ratio = statistics.median(b / a for a, b in zip(times["plain"], times["nlg"]))  # paired rounds: robust to load drift
+    ratio = statistics.median(paired_ratios(times, "nlg", "plain"))
     print(f"time ratio   : {ratio:.3f} (median of per-round ratios; bound (N+K)/N x 1.05 = {bound:.3f}) "
           f"-> {'OK' if ratio <= bound else 'OVER'}")
 

@@ -1,7 +1,7 @@
 """Noise-level-aware img2img on the digits model: turn real held-out digits of class a into class b.
 
-    python benchmarks/img2img_digits.py           # all 364 held-out digits × strengths {0.3, 0.5, 0.7, 0.9} (~10 min, 1 core)
-    python benchmarks/img2img_digits.py --quick   # the first 60 held-out digits
+    python -m benchmarks.img2img_digits           # all 364 held-out digits × strengths {0.3, 0.5, 0.7, 0.9} (~10 min, 1 core)
+    python -m benchmarks.img2img_digits --quick   # the first 60 held-out digits
 
 Held-out digit ``i`` of class ``a`` is prompted with ``b = (a + 1 + i mod 9) mod 10`` (never ``a``).
 For each strength the start ``t_s`` and ``ᾱ`` come from :func:`nlg.noise_level_for_strength` with the
@@ -22,9 +22,10 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from beyond_common import command, cfg_digits_direction, load_pipe, sample_from, write_results
 from nlg import img2img_direction, noise_level_for_strength, refine_noise
 from nlg.digits import DigitsEvaluator, load_split, per_sample_generators
+
+from .beyond_common import command, cfg_digits_direction, load_pipe, sample_from, write_results
 
 STEPS = 25
 

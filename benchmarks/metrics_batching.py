@@ -14,18 +14,17 @@ On a CPU the ratio depends on threads and load: one-image passes suffer most fro
 cores, while on one thread the gain is mostly the single shared pass (3 → 2 Inception passes per
 fake/real pair) and batching adds little, as the network is compute-bound there.
 
-    python benchmarks/metrics_batching.py [--images 4] [--rounds 6] [--batch_size 16] [--threads N]
+    python -m benchmarks.metrics_batching [--images 4] [--rounds 6] [--batch_size 16] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torchvision.transforms as T
@@ -33,11 +32,11 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlg.eval.datasets import INCEPTION_SIZE, ImageFiles, image_loader
+from nlg.eval.metrics import GenerationMetrics
+from nlg.testing import save_random_inception_weights
 
-from nlg.eval.metrics import GenerationMetrics  # noqa: E402
-from nlg.eval.datasets import INCEPTION_SIZE, ImageFiles, image_loader  # noqa: E402
-from tests.helpers.experiments import save_random_inception_weights  # noqa: E402
+from .common import interleaved, paired_ratios
 
 
 def make_images(folder: Path, count: int, generator: torch.Generator) -> Tuple[List[Path], List[Path]]:
@@ -102,18 +101,21 @@ def main() -> None:
         folder = Path(tmp)
         weights = save_random_inception_weights(folder / "inception.pt", generator=torch.Generator().manual_seed(0))
         fakes, reals = make_images(folder, args.images, torch.Generator().manual_seed(1))
-        times: Dict[str, List[float]] = {"reference": [], "batched": []}
         figures: Dict[str, Dict[str, float]] = {}
-        for round_ in range(args.rounds):
-            for name in ("reference", "batched"):
-                if name == "reference":
-                    seconds, figures[name] = reference_loop(fakes, reals, weights)
-                else:
-                    seconds, figures[name] = batched(fakes, reals, weights, args.batch_size, args.num_workers)
-                times[name].append(seconds)
-            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+
+        def arm(name: str, measure: Callable[[], Tuple[float, Dict[str, float]]]) -> Callable[[], float]:
+            def once() -> float:
+                seconds, figures[name] = measure()
+                return seconds
+
+            return once
+
+        times = interleaved({
+            "reference": arm("reference", lambda: reference_loop(fakes, reals, weights)),
+            "batched": arm("batched", lambda: batched(fakes, reals, weights, args.batch_size, args.num_workers)),
+        }, args.rounds)
     reference, ours = statistics.median(times["reference"]), statistics.median(times["batched"])
-    ratios = [r / b for r, b in zip(times["reference"], times["batched"])]  # paired rounds: robust to load drift
+    ratios = paired_ratios(times, "reference", "batched")
     print(f"threads={torch.get_num_threads()} images={args.images} fake + {args.images} real, batch_size={args.batch_size}")
     print(f"median reference loop : {reference:.2f} s ({reference / args.images:.3f} s per fake+real pair)")
     print(f"median batched        : {ours:.2f} s ({ours / args.images:.3f} s per fake+real pair)")

@@ -1,10 +1,10 @@
 """NLG at a fraction of the cost (issue 12): path length vs evaluations, clipping, schedules, stopping, frontier.
 
-    python benchmarks/nlg_cost.py                                   # digits: cost clip schedule stop frontier (resumes)
-    python benchmarks/nlg_cost.py --model flow                      # the flow-matching digits model
+    python -m benchmarks.nlg_cost                                   # digits: cost clip schedule stop frontier (resumes)
+    python -m benchmarks.nlg_cost --model flow                      # the flow-matching digits model
     # the published tables add the sections stop2, frontier2, frontier3 and a --seed 1 check: docs/guides/cost.md
-    python benchmarks/nlg_cost.py --sections cost clip --quick --out-dir /tmp/cost   # smoke run
-    python benchmarks/nlg_cost.py --report-only                     # redraw Markdown + PNG from the CSV
+    python -m benchmarks.nlg_cost --sections cost clip --quick --out-dir /tmp/cost   # smoke run
+    python -m benchmarks.nlg_cost --report-only                     # redraw Markdown + PNG from the CSV
 
 Sections (``--sections``):
 
@@ -29,27 +29,21 @@ Wall times are measured in the same run on a shared machine: compare the ``time_
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlg import flow_direction, guidance_direction, unet_epsilon
+from nlg.digits import NULL_CLASS, DigitsEvaluator, DigitsPipeline, per_sample_generators
+from nlg.digits.experiment import requested_labels
 
-from nlg_cost_models import digits_weights_dir, flow_model, weights_sha256  # noqa: E402
-from nlg_cost_refiners import Refiner, refine  # noqa: E402
-from nlg_cost_report import read_rows, write_report  # noqa: E402
+from .common import RESULTS, command, interleaved, markdown_table, paired_ratios, write_csv, write_markdown
+from .nlg_cost_models import digits_weights_dir, flow_model, weights_sha256
+from .nlg_cost_refiners import Refiner, refine
+from .nlg_cost_report import read_rows, write_report
 
-from nlg import flow_direction, guidance_direction, unet_epsilon  # noqa: E402
-from nlg.digits import NULL_CLASS, DigitsEvaluator, DigitsPipeline, per_sample_generators  # noqa: E402
-from nlg.digits.experiment import requested_labels  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLER_STEPS = 25
 PATH = 20.0
 KS = (20, 10, 5, 4, 2, 1)
@@ -271,14 +265,9 @@ def run_row(model: Any, evaluator: DigitsEvaluator, section: str, scale: float, 
 
 
 def write_rows_atomically(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
-    """Rewrite the CSV through a temporary file and ``os.replace``: a killed run never leaves half a file."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore", restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    """Rewrite the CSV atomically (:func:`nlg.utils.tables.write_csv`): a killed run never leaves half a file."""
+    formatted = ({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    write_csv(path, formatted, FIELDS, extrasaction="ignore")
 
 
 def append_row(path: Path, row: Dict[str, Any]) -> None:
@@ -310,36 +299,40 @@ def timing(model: Any, out_dir: Path, *, scale: float, images: int, rounds: int,
     import statistics
 
     labels = requested_labels(max(1, images // 10))
-    seconds: Dict[str, List[float]] = {name: [] for name, _ in TIMING_CONFIGS}
     evals: Dict[str, float] = {}
-    for _ in range(rounds):
-        for name, refiner in TIMING_CONFIGS:
+
+    def arm(name: str, refiner: Refiner) -> Callable[[], float]:
+        def once() -> float:
             gens = per_sample_generators(seed, len(labels))
             begin = time.perf_counter()
             latents, used = refine(model.initial(gens), model.direction(labels, refiner.reference), refiner, gens)
             model.sample(latents, labels, scale, gens)
-            seconds[name].append(time.perf_counter() - begin)
             evals[name] = float(used.float().mean())
+            return time.perf_counter() - begin
+
+        return once
+
+    seconds = interleaved({name: arm(name, refiner) for name, refiner in TIMING_CONFIGS}, rounds, log=None)
     base = statistics.median(seconds["plain CFG"])
     rows = []
     for name, _ in TIMING_CONFIGS:
-        ratios = [t / p for t, p in zip(seconds[name], seconds["plain CFG"])]
+        ratios = paired_ratios(seconds, name, "plain CFG")
         rows.append(dict(config=name, mean_evals=evals[name], unet_evals=2 * evals[name] + model.sampler_evals(scale),
                          median_seconds=statistics.median(seconds[name]), median_ratio_to_plain=statistics.median(ratios),
                          min_ratio=min(ratios), max_ratio=max(ratios)))
-    path = out_dir / f"nlg_cost_timing_{model.name}.md"
+    table = markdown_table(
+        ["config", "direction evals", "UNet evals", "median s", "median ratio to plain", "min–max ratio"],
+        [[r["config"], f"{r['mean_evals']:.2f}", f"{r['unet_evals']:.1f}", f"{r['median_seconds']:.2f}",
+          f"{r['median_ratio_to_plain']:.2f}", f"{r['min_ratio']:.2f}–{r['max_ratio']:.2f}"] for r in rows],
+    )
+    argv = ["--model", model.name, "--timing", "--timing-images", str(images), "--timing-rounds", str(rounds)]
     lines = [f"# nlg_cost timing ({model.name})", "",
-             f"`python benchmarks/nlg_cost.py --model {model.name} --timing --timing-images {images} --timing-rounds {rounds}`: "
+             f"`{command('nlg_cost', argv)}`: "
              f"{len(labels)} images at CFG scale {scale:g}, "
              f"refinement + {SAMPLER_STEPS} sampler steps, the configurations interleaved in {rounds} rounds on one "
              f"thread; ratios are per round (same round's plain CFG), then the median. Weights sha256 `{model.sha256}`. "
-             f"Plain CFG median: {base:.2f} s.", "",
-             "| config | direction evals | UNet evals | median s | median ratio to plain | min–max ratio |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['config']} | {r['mean_evals']:.2f} | {r['unet_evals']:.1f} | {r['median_seconds']:.2f} | "
-              f"{r['median_ratio_to_plain']:.2f} | {r['min_ratio']:.2f}–{r['max_ratio']:.2f} |" for r in rows]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+             f"Plain CFG median: {base:.2f} s.", "", table]
+    path = write_markdown(out_dir / f"nlg_cost_timing_{model.name}.md", lines)
     return path
 
 

@@ -1,12 +1,11 @@
-"""Models for ``benchmarks/nlg_cost.py``: the shipped digits model and a cached flow-matching digits model.
+"""Models for ``python -m benchmarks.nlg_cost``: the shipped digits model and a cached flow-matching digits model.
 
-The flow model is the one ``benchmarks/flow_digits.py`` trains (its ``flow_batch``, seed 0, 1 thread),
+The flow model is the one ``python -m benchmarks.flow_digits`` trains (its ``flow_batch``, seed 0, 1 thread),
 saved once to ``outputs/nlg_cost/flow_<steps>/`` (git-ignored) so a killed or repeated run reuses it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -14,12 +13,11 @@ from typing import Any, Tuple
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlg.digits import load_digits_model, load_split, save_digits_model, train_digits
+from nlg.digits.model import WEIGHTS_DIR, WEIGHTS_NAME
+from nlg.utils.io import sha256_file
 
-from flow_digits import flow_batch  # noqa: E402
-from nlg.digits import load_digits_model, load_split, save_digits_model, train_digits  # noqa: E402
-from nlg.digits.model import WEIGHTS_DIR, WEIGHTS_NAME  # noqa: E402
+from .flow_digits import flow_batch
 
 CACHE = Path(__file__).resolve().parents[1] / "outputs" / "nlg_cost"
 
@@ -28,7 +26,7 @@ __all__ = ["CACHE", "weights_sha256", "flow_model", "digits_weights_dir"]
 
 def weights_sha256(directory: Path) -> str:
     """Full SHA-256 of ``directory/digits_unet.safetensors``."""
-    return hashlib.sha256((Path(directory) / WEIGHTS_NAME).read_bytes()).hexdigest()
+    return sha256_file(Path(directory) / WEIGHTS_NAME)
 
 
 def digits_weights_dir() -> Path:

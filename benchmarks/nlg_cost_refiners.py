@@ -1,4 +1,4 @@
-"""Refinement schedules for ``benchmarks/nlg_cost.py``: the paper's fixed-K loop and the variants the cost study tries.
+"""Refinement schedules for ``python -m benchmarks.nlg_cost``: the paper's fixed-K loop and the variants the cost study tries.
 
 Every schedule is the NLG update of arXiv 2509.13936 (Mannering, Huang and Prugel-Bennett), with
 ``Π`` = rescale to ‖n‖₂ = √D and ``clip_τ(d) = d · min(1, τ/‖d‖)``::

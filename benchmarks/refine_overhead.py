@@ -9,7 +9,7 @@ CLIP ViT-L-sized text encoder, then times, interleaved round by round in one pro
 
 Prints every round, the median ratio refine / bare, and peak resident memory.
 
-    python benchmarks/refine_overhead.py [--steps 10] [--rounds 5] [--latent 32]
+    python -m benchmarks.refine_overhead [--steps 10] [--rounds 5] [--latent 32]
 """
 
 from __future__ import annotations
@@ -17,20 +17,17 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tiny-model builders live with the tests
+from .common import interleaved, paired_ratios, seconds_of
 
 
 def sd15_shaped_pipeline(latent: int):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from tests.helpers.tiny import SD_SCHEDULE, tiny_clip_tokenizer
+    from nlg.testing import SD_SCHEDULE, tiny_clip_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=latent, cross_attention_dim=768).eval()  # SD 1.5's defaults
@@ -82,15 +79,9 @@ def main() -> None:
     refine()
     rss_refine = peak_rss_mb()
 
-    ratios = []
-    for r in range(args.rounds):
-        timings = {}
-        for name, fn in (("bare", bare), ("refine", refine)) if r % 2 == 0 else (("refine", refine), ("bare", bare)):
-            start = time.perf_counter()
-            fn()
-            timings[name] = time.perf_counter() - start
-        ratios.append(timings["refine"] / timings["bare"])
-        print(f"round {r + 1}: bare {timings['bare']:.2f}s  refine {timings['refine']:.2f}s  ratio {ratios[-1]:.3f}")
+    times = interleaved({"bare": lambda: seconds_of(bare), "refine": lambda: seconds_of(refine)}, args.rounds, alternate=True)
+    ratios = paired_ratios(times, "refine", "bare")
+    print("ratio refine / bare per round: " + ", ".join(f"{r:.3f}" for r in ratios))
     print(f"UNet: SD 1.5 architecture, {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.0f}M parameters, "
           f"latent 4x{args.latent}x{args.latent}, K={args.steps}, torch threads={torch.get_num_threads()}")
     print(f"peak RSS after bare calls: {rss_bare:.0f} MB; after refine: {rss_refine:.0f} MB "

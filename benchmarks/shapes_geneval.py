@@ -1,7 +1,7 @@
 """Mini-GenEval on the shipped shapes model: plain sampling vs Noise Level Guidance, paired seeds, 95% intervals.
 
-    python benchmarks/shapes_geneval.py             # -> benchmarks/results/shapes_geneval.{csv,md,png}
-    python benchmarks/shapes_geneval.py --quick --out-dir /tmp/sg    # a smoke run (2 prompts per task, 1 image)
+    python -m benchmarks.shapes_geneval             # -> benchmarks/results/shapes_geneval.{csv,md,png}
+    python -m benchmarks.shapes_geneval --quick --out-dir /tmp/sg    # a smoke run (2 prompts per task, 1 image)
 
 Every configuration draws ``--images-per-prompt`` images for each prompt of
 ``nlg/shapes/evaluation_metadata.jsonl`` from the same per-image seeds (one ``torch.Generator`` per
@@ -23,10 +23,8 @@ and the prompt texts), so an interrupted run resumes; cached images are rescored
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,8 +38,10 @@ from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, image_seed, score_batch
 from nlg.shapes.train import weights_sha256
+from nlg.utils.io import atomic_write, atomic_write_text
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from .common import RESULTS, command, markdown_table, write_csv, write_markdown
+
 SCALES = (1.0, 3.0, 4.5, 6.0, 9.0)
 #: (K, η) at the first NLG scale (default: the best plain one): the cost study's K·η = 20 while K shrinks (issue 12).
 NLG_SETTINGS = ((20, 1.0), (10, 2.0), (5, 4.0), (4, 5.0), (2, 10.0), (1, 20.0))
@@ -72,12 +72,8 @@ def run_config(pipe, config: SamplingConfig, prompts: List[Dict[str, Any]], imag
         record = {"config": config.__dict__, "name": config.name, "seconds": round(time.perf_counter() - start, 1),
                   "unet_evals_per_image": config.unet_evals_per_image(steps)}
         cache.mkdir(parents=True, exist_ok=True)
-        tmp_images = images_path.with_name(f"{images_path.stem}.{os.getpid()}.partial.npy")
-        np.save(tmp_images, images)
-        os.replace(tmp_images, images_path)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        atomic_write(images_path, lambda handle: np.save(handle, images))
+        atomic_write_text(path, json.dumps(record))
     scores = score_batch(images, meta)
     record["correct"] = [bool(s["correct"]) for s in scores]
     record["off_palette"] = [s["off_palette"] for s in scores]
@@ -212,10 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             })
     args.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = args.out_dir / "shapes_geneval.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(csv_path, rows, list(rows[0]))
 
     tasks = [t for t in TASKS if t in tags]
     lines = [
@@ -223,31 +216,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"weights sha256 (unet) {sha.get('unet/diffusion_pytorch_model.safetensors', '?')[:16]}…; "
         f"best plain CFG scale (overall) {best:g}; NLG at CFG {', '.join(f'{s:g}' for s in nlg_scales)}.",
         "",
-        "| configuration | " + " | ".join(tasks) + " | overall | Δ overall vs plain [95% CI] | off-palette | UNet evals/image |",
-        "|---|" + "---|" * len(tasks) + "---|---|---|---|",
     ]
     by_config: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for row in rows:
         by_config.setdefault(row["config"], {})[row["task"]] = row
+    accuracies = []
     for name, cells in by_config.items():
         o = cells["overall"]
         delta = fmt_diff((o["diff_vs_plain"], o["ci_low"], o["ci_high"])) if o["diff_vs_plain"] != "" else "—"
-        lines.append(f"| {name} | " + " | ".join(f"{100 * cells[t]['accuracy']:.1f}" for t in tasks)
-                     + f" | **{100 * o['accuracy']:.1f}** | {delta} | {100 * o['off_palette']:.2f}% | {o['unet_evals_per_image']} |")
+        accuracies.append([name, *(f"{100 * cells[t]['accuracy']:.1f}" for t in tasks), f"**{100 * o['accuracy']:.1f}**",
+                           delta, f"{100 * o['off_palette']:.2f}%", o["unet_evals_per_image"]])
+    lines.append(markdown_table(
+        ["configuration", *tasks, "overall", "Δ overall vs plain [95% CI]", "off-palette", "UNet evals/image"], accuracies))
+    differences = [
+        [name, *(fmt_diff((cells[t]["diff_vs_plain"], cells[t]["ci_low"], cells[t]["ci_high"])) for t in tasks)]
+        for name, cells in by_config.items() if cells["overall"]["diff_vs_plain"] != ""
+    ]
     lines += ["", "Per-task NLG − plain differences (percentage points, 95% paired bootstrap interval over seeds within prompts):", "",
-              "| configuration | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for name, cells in by_config.items():
-        if cells["overall"]["diff_vs_plain"] == "":
-            continue
-        lines.append(f"| {name} | " + " | ".join(
-            fmt_diff((cells[t]["diff_vs_plain"], cells[t]["ci_low"], cells[t]["ci_high"])) for t in tasks) + " |")
+              markdown_table(["configuration", *tasks], differences)]
     generation = sum(r["seconds"] for r in records.values())
-    command = " ".join(["python benchmarks/shapes_geneval.py", *(sys.argv[1:] if argv is None else argv)]).strip()
-    lines += ["", f"Command: `{command}`; {generation / 60:.1f} min of generation summed over the configurations "
-              f"(1 thread each; this run {total / 60:.1f} min, the rest from the cache).",
+    lines += ["", f"Command: `{command('shapes_geneval', argv)}`; {generation / 60:.1f} min of generation summed over the "
+              f"configurations (1 thread each; this run {total / 60:.1f} min, the rest from the cache).",
               "", "Weights sha256: " + ", ".join(f"`{k}` {v}" for k, v in sha.items())]
-    md_path = args.out_dir / "shapes_geneval.md"
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path = write_markdown(args.out_dir / "shapes_geneval.md", lines)
 
     png_path = args.out_dir / "shapes_geneval.png"
     try:

@@ -17,7 +17,6 @@ Writes ``brightness.csv``, ``brightness_hist.png``, ``brightness_grid.png`` and 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import time
@@ -34,6 +33,7 @@ from nlg.digits.pipeline import DigitsPipeline, default_sampler
 from nlg.digits.train import train_digits
 from nlg.training import OffsetSchedule, initial_latents, training_batch, zero_terminal_snr
 from nlg.training.brightness import brightness_report, mean_brightness, shift_brightness
+from nlg.utils.tables import markdown_table, write_csv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "brightness"
 
@@ -156,27 +156,24 @@ def plot_grid(path: Path, rows: Dict[str, Dict[str, Any]], columns: int = 16) ->
     plt.close(fig)
 
 
-def write_csv(path: Path, rows: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+def write_records(path: Path, rows: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
     records = []
     for name, row in rows.items():
         record = {"method": name, "n": len(row["samples"])}
         record.update({k: round(v, 5) for k, v in row["metrics"].items()})
         record["train_seconds"] = round(row.get("train_seconds", 0.0), 1)
         records.append(record)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    write_csv(path, records, list(records[0]))
     return records
 
 
-def markdown_table(records: List[Dict[str, Any]]) -> str:
-    lines = ["| method | W₁ brightness ↓ | MMD² RBF ↓ | < real p5 (5 %) | > real p95 (5 %) | brightness mean ± std |",
-             "|---|---|---|---|---|---|"]
-    for r in records:
-        lines.append(f"| {r['method']} | {r['w1_brightness']:.3f} | {r['mmd2_rbf']:.4f} | {r['share_below_p5']:.1%} | "
-                     f"{r['share_above_p95']:.1%} | {r['brightness_mean']:.2f} ± {r['brightness_std']:.2f} |")
-    return "\n".join(lines)
+def results_table(records: List[Dict[str, Any]]) -> str:
+    """The printed summary: one row per method (:func:`nlg.utils.tables.markdown_table`)."""
+    return markdown_table(
+        ["method", "W₁ brightness ↓", "MMD² RBF ↓", "< real p5 (5 %)", "> real p95 (5 %)", "brightness mean ± std"],
+        [[r["method"], f"{r['w1_brightness']:.3f}", f"{r['mmd2_rbf']:.4f}", f"{r['share_below_p5']:.1%}",
+          f"{r['share_above_p95']:.1%}", f"{r['brightness_mean']:.2f} ± {r['brightness_std']:.2f}"] for r in records],
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
@@ -216,14 +213,14 @@ def run(args: argparse.Namespace, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     for row in rows.values():
         row["metrics"] = brightness_report(row["samples"], reference)
 
-    records = write_csv(args.out / "brightness.csv", rows)
+    records = write_records(args.out / "brightness.csv", rows)
     plot_histograms(args.out / "brightness_hist.png", reference, rows)
     plot_grid(args.out / "brightness_grid.png", {"held-out real": dict(samples=reference), **rows})
     run = dict(command="python core_experiments/brightness_experiment.py" + (" --quick" if args.quick else ""),
                settings=cfg, seed=args.seed, threads=args.threads, torch=torch.__version__,
                train_images=len(images), reference_images=len(reference), arms={k: repr(v) for k, v in ARMS.items()})
     (args.out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    print(markdown_table(records))
+    print(results_table(records))
     return records
 
 

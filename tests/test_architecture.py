@@ -29,6 +29,7 @@ LAYERS = {
     "nlg.eval": 3,
     "nlg.digits": 4,
     "nlg.shapes": 4,
+    "nlg.testing": 4,  # tiny seeded models for tests and benchmarks: builds on eval's scheduler table and the shapes tokenizer
     "nlg.app": 5,
     "nlg.demo": 6,
 }

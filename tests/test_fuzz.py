@@ -39,7 +39,7 @@ from nlg.training import (
 )
 from tests.helpers.experiments import load_script
 from tests.helpers.fuzz import COVERED, NAN_INF, NEGATIVE, NON_POSITIVE, NOT_A_NUMBER, NOT_AN_INT, REGISTRY, bad
-from tests.helpers.tiny import make_scheduler, tiny_sd_pipeline
+from nlg.testing import make_scheduler, tiny_sd_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = dict(derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])

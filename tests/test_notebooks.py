@@ -166,7 +166,7 @@ def test_sd21_notebook_explains_the_v_prediction_conversion():
 @pytest.fixture(scope="module")
 def sd_runs(tmp_path_factory):
     """Execute both SD notebooks once; returns {kind: (pipeline folder, record folder)}."""
-    from tests.helpers.tiny import save_tiny_pipeline
+    from nlg.testing import save_tiny_pipeline
 
     root = tmp_path_factory.mktemp("sd_notebooks")
     runs = {}

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
+from ..utils.tables import markdown_table
 from .data import NUM_CLASSES, to_intensity
 from .evaluator import DigitsEvaluator, DigitsMetrics
 
@@ -27,11 +28,8 @@ def _fmt_metrics(metrics: DigitsMetrics) -> List[str]:
 def metrics_table(rows: Sequence[Any]) -> str:
     """A Markdown table of :class:`nlg.digits.experiment.ConfigResult` rows."""
     header = ["configuration", "accuracy", "p(class)", "FD overall", "FD per class", "diversity (÷ real)", "seconds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for row in rows:
-        cells = [row.config.name] + _fmt_metrics(row.metrics) + [f"{row.seconds:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = [[row.config.name] + _fmt_metrics(row.metrics) + [f"{row.seconds:.0f}"] for row in rows]
+    return markdown_table(header, cells, align=["left"] + ["right"] * (len(header) - 1))
 
 
 def reference_lines(evaluator: DigitsEvaluator) -> str:

@@ -10,7 +10,7 @@ import torch
 from nlg import NoiseLevelGuidance
 from nlg.adapters.flow import DEFAULT_REFERENCE_SIGMA, FlowMatchingAdapter, check_reference_sigma, flow_direction, flow_epsilon
 from nlg.adapters import get_adapter
-from tests.helpers.tiny import tiny_clip_tokenizer
+from nlg.testing import tiny_clip_tokenizer
 
 
 def tiny_t5_tokenizer():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nlg import NoiseLevelGuidance
-from tests.helpers.tiny import SCHEDULERS, make_scheduler, tiny_sd_pipeline, tiny_sdxl_pipeline
+from nlg.testing import SCHEDULERS, make_scheduler, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 STEPS = 4  # sampler steps: enough to exercise every multistep scheduler's history
 
@@ -314,7 +314,7 @@ def test_non_finite_model_output_stops_with_the_step(sd15):
 def test_loading_from_a_local_folder_offline(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from tests.helpers.tiny import save_tiny_pipeline
+    from nlg.testing import save_tiny_pipeline
 
     path = save_tiny_pipeline(tmp_path / "sd21", "sd21")
     pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None)

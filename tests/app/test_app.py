@@ -159,7 +159,7 @@ def test_digit_image_does_not_depend_on_the_other_seeds(digits: DigitsBackend) -
 
 def test_model_folder_served_through_from_pretrained(tmp_path: Path) -> None:
     """``--model PATH`` loads a saved SD pipeline offline; K = 0 matches the plain pipeline, K > 0 does not."""
-    from tests.helpers.tiny import save_tiny_pipeline
+    from nlg.testing import save_tiny_pipeline
 
     backend = load_backend(str(save_tiny_pipeline(tmp_path / "tiny-sd", "sd15")), "cpu")
     assert isinstance(backend, StableDiffusionBackend) and backend.kind == "sd"

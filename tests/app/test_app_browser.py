@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 from PIL import Image
 
 from nlg.app.backends import DIGIT_SCALE
+from nlg.app.load import free_port
 
 CHROMIUM = os.environ.get("NLG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -43,12 +43,6 @@ CHROMIUM_ARGS = [
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STARTUP_SECONDS = 240
 RUN_MS = 180_000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:

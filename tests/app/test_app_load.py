@@ -4,7 +4,7 @@
 request's images equal, pixel for pixel, the images drawn with ``DigitsPipeline`` and
 ``NoiseLevelGuidance`` directly with the same seeds; every bad request fails with its own message;
 the server is still up and still answers; its resident memory after the burst is within
-:data:`RSS_BOUND_MIB` of what it was after warm-up.  Latency is measured by ``benchmarks/app_load.py``,
+:data:`RSS_BOUND_MIB` of what it was after warm-up.  Latency is measured by ``python -m benchmarks.app_load``,
 not here.
 
 The memory bound: the server holds ~1 GB (torch, gradio, matplotlib, the model).  A good request
@@ -22,8 +22,7 @@ from typing import Iterator, List
 import numpy as np
 import pytest
 
-from tests.helpers.app_server import (
-    DIGIT_SCALE,
+from nlg.app.load import (
     Outcome,
     Server,
     burst_plan,
@@ -37,6 +36,8 @@ from tests.helpers.app_server import (
 pytestmark = pytest.mark.slow  # the server start alone takes over 10 s
 
 REQUESTS, CONCURRENCY = 30, 6
+#: The page enlarges each 8×8 digit 16 times (nearest neighbour), as the UI states.
+DIGIT_SCALE = 16
 #: Allowed growth of the server's VmRSS over the burst (see the module docstring).
 RSS_BOUND_MIB = 64
 

@@ -9,7 +9,7 @@ import torch
 
 from nlg import refine_noise
 from nlg.autoguidance import AutoGuidance, autoguidance_direction, guidance_direction, unet_epsilon
-from tests.helpers.tiny import make_scheduler
+from nlg.testing import make_scheduler
 
 
 def tiny_unet(seed: int, out_channels: int = 1):

@@ -9,7 +9,7 @@ import torch
 
 from nlg import NoiseLevelGuidance, refine_noise
 from nlg.img2img import NoiseLevelImg2Img, img2img_direction, refined_add_noise
-from tests.helpers.tiny import tiny_sd_pipeline
+from nlg.testing import tiny_sd_pipeline
 
 
 def img2img_pipe(scheduler: str = "ddim"):

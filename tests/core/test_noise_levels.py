@@ -13,7 +13,7 @@ from nlg.core.noise_levels import (
     strength_for_noise_level,
     strength_table,
 )
-from tests.helpers.tiny import make_scheduler
+from nlg.testing import make_scheduler
 
 STRENGTHS = (0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -22,7 +22,7 @@ STRENGTHS = (0.3, 0.5, 0.7, 0.9, 1.0)
 def test_start_timestep_is_the_sd_img2img_pipelines(name):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    from tests.helpers.tiny import tiny_sd_pipeline
+    from nlg.testing import tiny_sd_pipeline
 
     pipe = StableDiffusionImg2ImgPipeline(**tiny_sd_pipeline(scheduler=name).components)
     for strength in STRENGTHS:

@@ -137,10 +137,9 @@ def test_demo_smoke(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_benchmark_quick_writes_csv_and_plot(tmp_path, monkeypatch, capsys):
-    script = REPO / "benchmarks" / "digits_frontier.py"
-    argv = [str(script), "--quick", "--samples-per-class", "2", "--steps", "2", "--threads", "1", "--out-dir", str(tmp_path)]
+    argv = ["digits_frontier", "--quick", "--samples-per-class", "2", "--steps", "2", "--threads", "1", "--out-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(script), run_name="__main__")
+    runpy.run_module("benchmarks.digits_frontier", run_name="__main__", alter_sys=True)
     assert "wrote" in capsys.readouterr().out
     lines = (tmp_path / "digits_frontier.csv").read_text().splitlines()
     assert lines[0].startswith("config,guidance_scale,refining_steps") and len(lines) == 1 + 9

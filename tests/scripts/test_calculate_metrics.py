@@ -21,7 +21,8 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-from tests.helpers.experiments import cpu_launch, load_script, save_random_inception_weights, save_tiny_clip
+from nlg.testing import save_random_inception_weights, save_tiny_clip
+from tests.helpers.experiments import cpu_launch, load_script
 from tests.helpers.reference_fixture import reference_fid_real_files
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,8 +31,9 @@ from PIL import Image
 
 import nlg.eval.runs as runs
 from nlg.eval.runs import whole_png
-from tests.helpers.experiments import load_script, save_random_inception_weights, save_tiny_clip
-from tests.helpers.tiny import save_tiny_pipeline
+from nlg.testing import save_random_inception_weights, save_tiny_clip
+from tests.helpers.experiments import load_script
+from nlg.testing import save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATE = ROOT / "core_experiments" / "generate_images.py"

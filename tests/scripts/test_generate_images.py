@@ -25,7 +25,7 @@ from PIL import Image
 
 from nlg.eval.runs import Manifest, image_generator
 from tests.helpers.experiments import cpu_launch, load_script
-from tests.helpers.tiny import save_tiny_pipeline
+from nlg.testing import save_tiny_pipeline
 from tests.helpers.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
 
 ROOT = Path(__file__).resolve().parents[2]

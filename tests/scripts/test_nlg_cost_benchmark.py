@@ -1,4 +1,4 @@
-"""``benchmarks/nlg_cost.py --quick``: runs end to end, writes CSV + Markdown + PNG, and resumes without recomputing."""
+"""``python -m benchmarks.nlg_cost --quick``: runs end to end, writes CSV + Markdown + PNG, and resumes without recomputing."""
 
 import csv
 import subprocess
@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "nlg_cost.py"
 
 
 def _run(out_dir: Path, *extra: str) -> str:
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--sections", "cost", "--samples-per-class", "2",
+    cmd = [sys.executable, "-m", "benchmarks.nlg_cost", "--quick", "--sections", "cost", "--samples-per-class", "2",
            "--out-dir", str(out_dir), *extra]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -48,8 +47,7 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
 
 
 def test_append_row_merges_rows_written_by_another_process(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from nlg_cost import append_row, read_rows
+    from benchmarks.nlg_cost import append_row, read_rows
 
     path = tmp_path / "nlg_cost.csv"
     append_row(path, {"key": "a", "model": "digits", "accuracy": 0.5})

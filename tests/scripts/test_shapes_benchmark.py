@@ -1,7 +1,7 @@
-"""benchmarks/shapes_geneval.py (quick mode, bootstrap intervals), the shapes demo, and batch-independence of images."""
+"""``python -m benchmarks.shapes_geneval`` (quick mode, bootstrap intervals), the shapes demo, and batch-independence of images."""
 
 import csv
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -16,10 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("shapes_geneval", ROOT / "benchmarks" / "shapes_geneval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.shapes_geneval")
 
 
 def test_bootstrap_interval_is_exact_for_constant_differences_and_brackets_the_mean():

@@ -1,24 +1,47 @@
-"""Tiny, seeded, offline Stable Diffusion pipelines for the tests, the notebook tests and the benchmarks.
+"""Tiny, seeded, offline models for tests and benchmarks (as ``diffusers.utils.testing_utils``).
 
 No weights are downloaded: every component is built from a small config with a fixed seed, the way
 diffusers' own fast tests build theirs, and the CLIP tokenizer gets a byte-level vocabulary with no
-merges (every character is a token).  ``save_tiny_pipeline`` writes one to a folder so the
-``from_pretrained`` loading path can be exercised with ``local_files_only=True``.
+merges (every character is a token).
+
+- :func:`tiny_sd_pipeline` and :func:`tiny_sdxl_pipeline`: SD-1.5/2.1- and SDXL-shaped pipelines on the CPU;
+  :func:`save_tiny_pipeline` writes one to a folder, so that ``from_pretrained(..., local_files_only=True)``
+  can be exercised;
+- :func:`make_scheduler`: a scheduler by short name with Stable Diffusion's noise schedule;
+- :func:`save_random_inception_weights` and :func:`save_tiny_clip`: random stand-ins for the FID
+  Inception network and a CLIP model, for the metric scripts.
+
+This module imports no test framework; it is public so that benchmarks and users' own tests can build
+the same models.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict
 
 import torch
 
-from nlg.eval.runs import SCHEDULERS
-from nlg.shapes.tokenizer import byte_symbols  # CLIP's byte → printable-character table
+from .eval.runs import SCHEDULERS
+from .shapes.tokenizer import byte_symbols  # CLIP's byte → printable-character table
+from .utils.types import PathLike
 
-__all__ = ["tiny_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline", "make_scheduler", "SCHEDULERS"]
+__all__ = [
+    "SD_SCHEDULE",
+    "SCHEDULERS",
+    "tiny_clip_tokenizer",
+    "make_scheduler",
+    "tiny_sd_pipeline",
+    "tiny_sdxl_pipeline",
+    "save_tiny_pipeline",
+    "save_random_inception_weights",
+    "save_tiny_clip",
+]
 
+#: Stable Diffusion's noise schedule (scaled-linear betas over 1000 steps).
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
@@ -179,7 +202,7 @@ def tiny_sdxl_pipeline(scheduler: str = "euler", seed: int = 0, sample_size: int
     return pipe
 
 
-def save_tiny_pipeline(path: Union[str, Path], kind: str = "sd15", seed: int = 0) -> Path:
+def save_tiny_pipeline(path: PathLike, kind: str = "sd15", seed: int = 0) -> Path:
     """Save a tiny pipeline (``kind`` in ``sd15``, ``sd21``, ``sdxl``) as a diffusers folder."""
     builders = {
         "sd15": lambda: tiny_sd_pipeline("epsilon", seed=seed),
@@ -190,4 +213,67 @@ def save_tiny_pipeline(path: Union[str, Path], kind: str = "sd15", seed: int = 0
         raise ValueError(f"kind must be one of {sorted(builders)}, got {kind!r}")
     path = Path(path)
     builders[kind]().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_random_inception_weights(path: PathLike, *, generator: torch.Generator) -> Path:
+    """Save a state dict for torch-fidelity's InceptionV3 (``inception-v3-compat``) with random weights.
+
+    Convolutions get He-normal weights and the classifier ``N(0, 12²/2048)``, so features neither vanish
+    nor explode.  Batch norms get non-identity statistics and affine terms (running mean ``0.2·N(0, 1)``,
+    running variance in [0.5, 2], scale in [0.8, 1.2], shift ``0.1·N(0, 1)``), so code that folds or
+    skips them is exercised.  Draws come from ``generator`` only.
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Skeleton(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+            return None  # keep the freshly built layers; they are overwritten below
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pt"
+        torch.save({}, empty)
+        skeleton = _Skeleton("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    state = skeleton.state_dict()
+    for key, value in state.items():
+        if value.ndim == 4:
+            value.copy_(torch.randn(value.shape, generator=generator) * math.sqrt(2.0 / value[0].numel()))
+        elif key == "fc.weight":
+            value.copy_(12.0 * torch.randn(value.shape, generator=generator) / math.sqrt(value.shape[1]))
+        elif key == "fc.bias":
+            value.copy_(0.1 * torch.randn(value.shape, generator=generator))
+        elif key.endswith("running_mean") or (key.endswith(".bias") and ".bn." in key):
+            value.copy_((0.2 if key.endswith("running_mean") else 0.1) * torch.randn(value.shape, generator=generator))
+        elif key.endswith("running_var"):
+            value.copy_(0.5 + 1.5 * torch.rand(value.shape, generator=generator))
+        elif key.endswith(".weight") and ".bn." in key:
+            value.copy_(0.8 + 0.4 * torch.rand(value.shape, generator=generator))
+    path = Path(path)
+    torch.save(state, path)
+    return path
+
+
+def save_tiny_clip(path: PathLike, *, generator: torch.Generator) -> Path:
+    """Save a tiny random ``CLIPModel`` and its ``CLIPProcessor`` (224-pixel images, byte-level tokenizer)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_clip_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=514, bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32,
+            intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            image_size=224, patch_size=32, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+            num_hidden_layers=2,
+        ),
+        projection_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(path)
     return path

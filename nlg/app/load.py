@@ -1,4 +1,4 @@
-"""The web demo as a real server under a bounded burst (``tests/app/test_app_load.py``, ``benchmarks/app_load.py``).
+"""The web demo as a real server under a bounded burst: the harness of ``tests/app/test_app_load.py`` and ``python -m benchmarks.app_load``.
 
 * :func:`serve` starts ``python -m nlg.app`` (digits model, one torch thread) on a free 127.0.0.1 port,
   waits until it answers and always kills it on exit;
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,12 +27,15 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .experiments import free_port
 
-__all__ = ["Server", "Request", "Outcome", "serve", "burst_plan", "run_burst", "expected_pixels", "rss_kib", "DIGIT_SCALE"]
+__all__ = ["Server", "Request", "Outcome", "serve", "burst_plan", "run_burst", "expected_pixels", "gallery_pixels", "rss_kib", "free_port"]
 
-#: The page enlarges each 8×8 digit by this factor (nearest neighbour); see ``nlg.app.backends``.
-DIGIT_SCALE = 16
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -104,13 +108,13 @@ class Request:
         return self.error is None
 
     def setting(self, name: str) -> Any:
-        from nlg.app.settings import FIELDS
+        from .settings import FIELDS
 
         return self.values[FIELDS.index(name)]
 
 
 def _values(**changes: Any) -> Tuple[Any, ...]:
-    from nlg.app.settings import FIELDS
+    from .settings import FIELDS
 
     base = dict(condition="3", negative_prompt="", seed=0, num_seeds=1, guidance_scale=1.0, num_inference_steps=5,
                 refining_steps=3, step_size=1.0, clip_threshold=0.5, noise_level=0.001)
@@ -201,7 +205,7 @@ def expected_pixels(request: Request, pipe: Any) -> Tuple[List[np.ndarray], List
     """
     import torch
 
-    from nlg import NoiseLevelGuidance
+    from ..guidance import NoiseLevelGuidance
 
     get = request.setting
     digit, first, count = int(get("condition")), int(get("seed")), int(get("num_seeds"))

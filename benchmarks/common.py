@@ -1,0 +1,89 @@
+"""What every benchmark shares: the results folder, the command a table records, interleaved timing and result files.
+
+* :data:`RESULTS` is ``benchmarks/results``;
+* :func:`command` is the command line that reproduces a run (``python -m benchmarks.<name> ...``);
+* :func:`interleaved` times several arms round by round in one process, so that a machine's load drift
+  hits every arm alike; :func:`paired_ratios` divides them round by round;
+* :func:`write_results` writes a CSV and a Markdown table with notes; tables come from
+  :func:`nlg.utils.tables.markdown_table` and every file is written atomically (:mod:`nlg.utils.io`).
+"""
+
+from __future__ import annotations
+
+import time
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from nlg.utils.io import atomic_write_text
+from nlg.utils.tables import markdown_table, write_csv
+
+__all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
+           "markdown_table", "write_csv"]
+
+#: Where the committed result tables live.
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def command(name: str, argv: Optional[Sequence[str]] = None) -> str:
+    """``python -m benchmarks.<name>`` followed by ``argv`` (default: this process's arguments)."""
+    return " ".join([f"python -m benchmarks.{name}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def seconds_of(fn: Callable[[], Any]) -> float:
+    """Wall seconds of one call of ``fn`` (``time.perf_counter``)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(arms: Mapping[str, Callable[[], float]], rounds: int, *, alternate: bool = False,
+                log: Optional[Callable[[str], None]] = print) -> Dict[str, List[float]]:
+    """Run every arm once per round and collect the seconds each returns.
+
+    Args:
+        arms (`Mapping[str, Callable[[], float]]`): name → a call that runs the arm once and returns its
+            seconds (time only what should be timed; :func:`seconds_of` times the whole call).
+        rounds (`int`): rounds; every arm runs once in each.
+        alternate (`bool`, defaults to `False`): reverse the order of the arms every other round.
+        log (`Callable[[str], None]`, *optional*, defaults to `print`): receives one line per round.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    times: Dict[str, List[float]] = {name: [] for name in arms}
+    for round_ in range(rounds):
+        order = list(arms) if not (alternate and round_ % 2) else list(reversed(list(arms)))
+        for name in order:
+            times[name].append(arms[name]())
+        if log is not None:
+            log(f"round {round_ + 1}: " + ", ".join(f"{name} {times[name][-1]:.2f}s" for name in arms))
+    return times
+
+
+def paired_ratios(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> List[float]:
+    """``times[numerator][r] / times[denominator][r]`` per round ``r``: robust to load that drifts between rounds."""
+    return [a / b for a, b in zip(times[numerator], times[denominator])]
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats with 4 significant digits, anything else as ``str``."""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_markdown(path: Path, lines: Sequence[str]) -> Path:
+    """Write ``lines`` (a table is one multi-line item) joined by newlines, with a final newline, atomically."""
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def write_results(name: str, rows: List[Dict[str, Any]], notes: Sequence[str], columns: Sequence[str],
+                  out_dir: Path = RESULTS) -> Path:
+    """Write ``rows`` to ``<out_dir>/<name>.csv`` and a Markdown table of ``columns`` with ``notes`` to ``<name>.md``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / f"{name}.csv", rows)
+    table = markdown_table(columns, [[cell(row.get(c, "")) for c in columns] for row in rows])
+    return write_markdown(out_dir / f"{name}.md", [f"# {name}", "", *notes, "", table])
