@@ -57,7 +57,7 @@ napoleon_use_rtype = False
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|diffusers|gr|transformers|numpy|np|PIL|matplotlib|gradio|accelerate|torchmetrics|sklearn|safetensors)(\..*)?"),
-    (r"py:.*", r"(pathlib|typing|collections|random|dataclasses|os|enum|argparse|concurrent|json|threading)\..*"),
+    (r"py:.*", r"(pathlib|typing|collections|random|dataclasses|os|enum|argparse|concurrent|json|threading|subprocess)\..*"),
     (r"py:class", r"(Tensor|Generator|Path|Image|Figure|Axes|ndarray|dtype|device)"),
     (r"py:class", r"nlg(\.\w+)*\.T"),  # TypeVars in signatures
 ]

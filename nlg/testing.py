@@ -31,7 +31,6 @@ from .utils.types import PathLike
 
 __all__ = [
     "SD_SCHEDULE",
-    "SCHEDULERS",
     "tiny_clip_tokenizer",
     "make_scheduler",
     "tiny_sd_pipeline",
@@ -46,7 +45,11 @@ SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_lin
 
 
 def tiny_clip_tokenizer(model_max_length: int = 77) -> Any:
-    """A CLIPTokenizer whose vocabulary is the 256 byte characters (plain and word-final), no merges."""
+    """A CLIPTokenizer whose vocabulary is the 256 byte characters (plain and word-final), no merges.
+
+    Args:
+        model_max_length (`int`, defaults to 77): the tokenizer's maximum length, CLIP's 77 tokens.
+    """
     from transformers import CLIPTokenizer
 
     alphabet = byte_symbols()
@@ -107,7 +110,13 @@ def _vae(seed: int = 0) -> Any:
 
 
 def make_scheduler(name: str, prediction_type: str = "epsilon", **overrides: Any) -> Any:
-    """A scheduler by short name (see :data:`SCHEDULERS`) with Stable Diffusion's noise schedule."""
+    """A scheduler by short name with Stable Diffusion's noise schedule (:data:`SD_SCHEDULE`).
+
+    Args:
+        name (`str`): a key of :data:`nlg.eval.runs.SCHEDULERS` (``ddim``, ``euler``, ``dpm++``, ...).
+        prediction_type (`str`, defaults to ``"epsilon"``): the model's target, ``epsilon`` or ``v_prediction``.
+        **overrides: further scheduler config values, applied last.
+    """
     import diffusers
 
     if name not in SCHEDULERS:
@@ -149,6 +158,12 @@ def tiny_sd_pipeline(
     """A seeded SD-1.5-shaped (``epsilon``) or SD-2.1-shaped (``v_prediction``) pipeline on the CPU.
 
     Latents are (4, sample_size, sample_size); images are twice that (two VAE blocks).
+
+    Args:
+        prediction_type (`str`, defaults to ``"epsilon"``): ``epsilon`` (SD 1.5) or ``v_prediction`` (SD 2.1).
+        scheduler (`str`, defaults to ``"ddim"``): the scheduler's short name (:func:`make_scheduler`).
+        seed (`int`, defaults to 0): seeds every component's random weights.
+        sample_size (`int`, defaults to 16): the latent side.
     """
     from diffusers import StableDiffusionPipeline
 
@@ -174,7 +189,13 @@ def tiny_sd_pipeline(
 
 
 def tiny_sdxl_pipeline(scheduler: str = "euler", seed: int = 0, sample_size: int = 16) -> Any:
-    """A seeded SDXL-shaped pipeline: two text encoders, pooled embeddings and time-id conditioning."""
+    """A seeded SDXL-shaped pipeline: two text encoders, pooled embeddings and time-id conditioning.
+
+    Args:
+        scheduler (`str`, defaults to ``"euler"``): the scheduler's short name (:func:`make_scheduler`).
+        seed (`int`, defaults to 0): seeds the random weights (the second text encoder uses ``seed + 1``).
+        sample_size (`int`, defaults to 16): the latent side.
+    """
     from diffusers import StableDiffusionXLPipeline
 
     unet = _tiny_unet(
@@ -203,7 +224,13 @@ def tiny_sdxl_pipeline(scheduler: str = "euler", seed: int = 0, sample_size: int
 
 
 def save_tiny_pipeline(path: PathLike, kind: str = "sd15", seed: int = 0) -> Path:
-    """Save a tiny pipeline (``kind`` in ``sd15``, ``sd21``, ``sdxl``) as a diffusers folder."""
+    """Save a tiny pipeline as a diffusers folder, for ``from_pretrained(path, local_files_only=True)``.
+
+    Args:
+        path (`str` or `Path`): the folder to write.
+        kind (`str`, defaults to ``"sd15"``): ``sd15``, ``sd21`` (v-prediction) or ``sdxl``.
+        seed (`int`, defaults to 0): seeds the random weights.
+    """
     builders = {
         "sd15": lambda: tiny_sd_pipeline("epsilon", seed=seed),
         "sd21": lambda: tiny_sd_pipeline("v_prediction", seed=seed),

@@ -170,14 +170,32 @@ def test_core_has_no_model_code():
     assert offenders == []
 
 
+def _imports_tests(node: ast.AST) -> bool:
+    return (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tests") or (
+        isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tests" for a in node.names)
+    )
+
+
 def test_the_package_never_imports_test_helpers():
     offenders = [
         str(path.relative_to(ROOT))
         for path in PACKAGE.rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tests")
-        or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tests" for a in node.names))
+        if _imports_tests(node)
     ]
+    assert offenders == []
+
+
+def test_benchmarks_are_a_package_that_neither_patches_sys_path_nor_imports_tests():
+    """``python -m benchmarks.<name>``: the folder is a package, so no script needs ``sys.path`` edits."""
+    bench = ROOT / "benchmarks"
+    assert (bench / "__init__.py").is_file()
+    offenders = []
+    for path in sorted(bench.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            touches_path = isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys"
+            if touches_path or _imports_tests(node):
+                offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
 
 

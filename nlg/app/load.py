@@ -141,7 +141,7 @@ BAD_REQUESTS: List[Request] = [
 
 
 def burst_plan(requests: int = 30, *, bad_every: int = 3) -> List[Request]:
-    """``requests`` calls, every ``bad_every``-th one bad (cycling through :data:`BAD_REQUESTS`), the rest good.
+    """``requests`` calls, every ``bad_every``-th one bad (cycling through ``BAD_REQUESTS``), the rest good.
 
     Good requests vary the digit, seeds, number of seeds (1–2), sampler steps (4–6), K (0–4), clipping
     (on/off) and λ, so that no two are alike.

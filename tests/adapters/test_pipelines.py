@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nlg import NoiseLevelGuidance
-from nlg.testing import SCHEDULERS, make_scheduler, tiny_sd_pipeline, tiny_sdxl_pipeline
+from nlg.eval.runs import SCHEDULERS
+from nlg.testing import make_scheduler, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 STEPS = 4  # sampler steps: enough to exercise every multistep scheduler's history
 
