@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nlg import NoiseLevelGuidance
-from tests.helpers.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from nlg.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 K = 3
 SETTINGS = dict(num_inference_steps=2, output_type="np", guidance_scale=5.0)
@@ -284,7 +284,7 @@ def test_edm_schedulers_are_refused_and_karras_sigmas_do_not_change_the_refineme
     discrete DDPM schedule (only σ_min…σ_max), so they are refused; Karras σ spacing is a sampling choice only."""
     import diffusers
 
-    from tests.helpers.tiny import make_scheduler
+    from nlg.testing import make_scheduler
 
     pipe = tiny_sd_pipeline("epsilon", scheduler="euler")
     nlg = NoiseLevelGuidance(refining_steps=K)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts, score_image
-from tests.helpers.tiny import save_tiny_pipeline
+from nlg.testing import save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 

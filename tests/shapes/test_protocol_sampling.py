@@ -23,7 +23,7 @@ from nlg.shapes.sampling import (
     shuffled_prompts,
     split_seed,
 )
-from tests.helpers.tiny import tiny_sd_pipeline
+from nlg.testing import tiny_sd_pipeline
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares", "a photo of a triangle"]
 
