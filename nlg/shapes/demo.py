@@ -2,11 +2,12 @@
 
     python -m nlg.shapes.demo [--out outputs/shapes_demo.png] [--images-per-prompt 2]
 
-Two prompts per mini-GenEval task, ``images_per_prompt`` seeds each, sampled at the documented
-defaults (DDIM 20 steps, CFG :data:`nlg.shapes.DEFAULT_GUIDANCE_SCALE`) once plainly and once after NLG
-(K = 20, the paper's η = 1, τ = 0.5, λ = 0.001) from the same initial noise.  Prints the per-task
-accuracy of both on these few images (the full benchmark with intervals is
-``benchmarks/shapes_geneval.py``) and writes the grid: one row per prompt, plain images left, NLG right.
+Two prompts per GenEval task, ``images_per_prompt`` seeds each, sampled with DDIM 20 steps at CFG 1 (no
+guidance; the default :data:`nlg.shapes.DEFAULT_GUIDANCE_SCALE`, chosen on development seeds) and at CFG 3, each
+once plainly and once after NLG (``NoiseLevelGuidance.for_budget(4)``: K = 4, η = 5, τ = 0.5, λ = 0.001) from the
+same initial noise.  Prints the per-task accuracy of every arm on these few images (the protocol with intervals,
+controls and paired tests is ``benchmarks/shapes_protocol.py``) and writes the grid: one row per prompt, one
+panel per arm.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from . import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from .data import TASKS
 from .geneval import load_prompts, task_accuracies
+from ..utils.tables import markdown_table
 from .sampling import SamplingConfig, generate, image_seed, score_batch
 
 __all__ = ["run_demo", "main", "DEFAULT_GRID"]
@@ -29,19 +31,20 @@ __all__ = ["run_demo", "main", "DEFAULT_GRID"]
 DEFAULT_GRID = Path("outputs") / "shapes_demo.png"
 
 
-def _save_grid(plain: np.ndarray, nlg: np.ndarray, prompts: Sequence[str], marks: Dict[str, List[bool]],
-               per_prompt: int, out: Path, titles: Sequence[str]) -> Path:
+def _save_grid(images: Dict[str, np.ndarray], prompts: Sequence[str], marks: Dict[str, List[bool]],
+               per_prompt: int, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, cols = len(prompts), 2 * per_prompt
+    arms = list(images)
+    rows, cols = len(prompts), len(arms) * per_prompt
     fig, axes = plt.subplots(rows, cols, figsize=(1.15 * cols + 3.2, 1.15 * rows + 0.5), squeeze=False)
     for r, prompt in enumerate(prompts):
         for c in range(cols):
-            arm, j = ("plain", c) if c < per_prompt else ("nlg", c - per_prompt)
-            image = (plain if arm == "plain" else nlg)[r * per_prompt + j]
+            arm, j = arms[c // per_prompt], c % per_prompt
+            image = images[arm][r * per_prompt + j]
             ok = marks[arm][r * per_prompt + j]
             ax = axes[r][c]
             ax.imshow(image, interpolation="nearest")
@@ -51,9 +54,9 @@ def _save_grid(plain: np.ndarray, nlg: np.ndarray, prompts: Sequence[str], marks
                 spine.set_edgecolor("#2a2" if ok else "#c22")
                 spine.set_linewidth(2.5)
             if r == 0 and j == 0:
-                ax.set_title(titles[0 if arm == "plain" else 1], fontsize=8, loc="left")
+                ax.set_title(arm, fontsize=8, loc="left")
         axes[r][0].set_ylabel(prompt.replace("a photo of ", ""), rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("same seeds, without (left) and with NLG (right); green frame = correct by the mini-GenEval scorer",
+    fig.suptitle("same seeds in every panel; green frame = correct by the shapes scorer",
                  fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +69,8 @@ def run_demo(
     *,
     images_per_prompt: int = 2,
     prompts_per_task: int = 2,
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
-    refining_steps: int = 20,
+    guidance_scales: Sequence[float] = (DEFAULT_GUIDANCE_SCALE, 3.0),
+    refining_steps: int = 4,
     num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
     seed: int = 0,
     out: Path = DEFAULT_GRID,
@@ -78,8 +81,9 @@ def run_demo(
     Args:
         images_per_prompt (`int`, defaults to 2): seeds per prompt.
         prompts_per_task (`int`, defaults to 2): prompts taken (in file order, spread over the task) per task.
-        guidance_scale (`float`, defaults to :data:`nlg.shapes.DEFAULT_GUIDANCE_SCALE`): CFG scale of both arms.
-        refining_steps (`int`, defaults to 20): NLG steps K.
+        guidance_scales (`Sequence[float]`, defaults to ``(DEFAULT_GUIDANCE_SCALE, 3.0)``): CFG scales, each sampled
+            plainly and with NLG.
+        refining_steps (`int`, defaults to 4): NLG steps K, at the path length K·η = 20 (``for_budget``).
         num_inference_steps (`int`, defaults to 20): DDIM steps.
         seed (`int`, defaults to 0): seed of the per-image generators.
         out (`Path`, defaults to ``outputs/shapes_demo.png``): the grid PNG.
@@ -95,21 +99,22 @@ def run_demo(
     texts = [p["prompt"] for p in chosen for _ in range(images_per_prompt)]
     meta = [p for p in chosen for _ in range(images_per_prompt)]
     seeds = [image_seed(seed, i, j) for i in range(len(chosen)) for j in range(images_per_prompt)]
-    configs = {"plain": SamplingConfig(guidance_scale), "nlg": SamplingConfig(guidance_scale, refining_steps, 1.0)}
+    configs = {}
+    for scale in guidance_scales:
+        configs[f"CFG {scale:g}"] = SamplingConfig(scale)
+        configs[f"CFG {scale:g} + NLG K={refining_steps}"] = SamplingConfig(scale, refining_steps, 20.0 / refining_steps)
     images, marks, accuracy = {}, {}, {}
     tags = [m["tag"] for m in meta]
     for arm, config in configs.items():
         images[arm] = generate(pipe, texts, seeds, config, num_inference_steps=num_inference_steps)
         marks[arm] = [s["correct"] for s in score_batch(images[arm], meta)]
         accuracy[arm] = task_accuracies(tags, marks[arm])
-    grid = _save_grid(images["plain"], images["nlg"], [p["prompt"] for p in chosen], marks, images_per_prompt, out,
-                      [configs["plain"].name, configs["nlg"].name])
+    grid = _save_grid(images, [p["prompt"] for p in chosen], marks, images_per_prompt, out)
     print(f"\nshapes model, {len(chosen)} prompts × {images_per_prompt} seeds, DDIM {num_inference_steps} steps, "
-          f"same initial noise in both arms (a small sample: see benchmarks/results/shapes_geneval.md for intervals)")
-    header = ["task", configs["plain"].name, configs["nlg"].name]
-    print(f"{header[0]:14s} {header[1]:>14s} {header[2]:>26s}")
-    for task in [t for t in TASKS if t in accuracy["plain"]] + ["overall"]:
-        print(f"{task:14s} {100 * accuracy['plain'][task]:13.0f}% {100 * accuracy['nlg'][task]:25.0f}%")
+          f"same initial noise in every arm (a small sample: benchmarks/results/shapes_protocol_test.md has intervals)")
+    print(markdown_table(["task"] + list(configs),
+                         [[task] + [f"{100 * accuracy[arm][task]:.0f}%" for arm in configs]
+                          for task in [t for t in TASKS if t in accuracy[next(iter(configs))]] + ["overall"]]))
     print(f"grid: {grid}   total {time.perf_counter() - start:.0f} s")
     return accuracy
 
@@ -119,8 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="NLG vs plain sampling on the shipped shapes model.")
     parser.add_argument("--images-per-prompt", type=int, default=2)
     parser.add_argument("--prompts-per-task", type=int, default=2)
-    parser.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE_SCALE)
-    parser.add_argument("--refining-steps", type=int, default=20)
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[DEFAULT_GUIDANCE_SCALE, 3.0])
+    parser.add_argument("--refining-steps", type=int, default=4)
     parser.add_argument("--steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_GRID)
@@ -130,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch.set_num_threads(args.threads)
     run_demo(
         images_per_prompt=args.images_per_prompt, prompts_per_task=args.prompts_per_task,
-        guidance_scale=args.guidance_scale, refining_steps=args.refining_steps, num_inference_steps=args.steps,
+        guidance_scales=args.guidance_scales, refining_steps=args.refining_steps, num_inference_steps=args.steps,
         seed=args.seed, out=args.out, weights=args.weights,
     )
 
