@@ -73,6 +73,7 @@ __all__ = [
     "detect_objects",
     "failures",
     "evaluate",
+    "judge",
     "score_image",
 ]
 
@@ -203,8 +204,9 @@ def assign_pixels(image: Any) -> Tuple[np.ndarray, np.ndarray]:
         boolean mask of pixels with :math:`\min_c r_c >` :data:`OFF_PALETTE_DISTANCE` (labelled too, but garbage).
     """
     offset = _as_uint8(image).astype(np.float64) - _WHITE  # (H, W, 3)
-    alpha = np.clip(offset @ _DIRECTIONS.T / (_DIRECTIONS**2).sum(axis=1), 0.0, 1.0)  # (H, W, 6)
-    residual = np.linalg.norm(offset[:, :, None, :] - alpha[..., None] * _DIRECTIONS, axis=-1)
+    dot, length2 = offset @ _DIRECTIONS.T, (_DIRECTIONS**2).sum(axis=1)  # (H, W, 6), (6,)
+    alpha = np.clip(dot / length2, 0.0, 1.0)
+    residual = np.sqrt(np.maximum((offset**2).sum(axis=-1, keepdims=True) - 2 * alpha * dot + alpha**2 * length2, 0))
     best = residual.argmin(axis=-1)
     along = np.take_along_axis(alpha, best[..., None], axis=-1)[..., 0]
     return np.where(along >= 0.5, best + 1, 0), residual.min(axis=-1) > OFF_PALETTE_DISTANCE
@@ -217,7 +219,9 @@ def _hull_lattice_points(mask: np.ndarray) -> int:
     over its edges), the points inside or on it number ``A + B/2 + 1`` (also right for a segment or a point).
     """
     rows = np.flatnonzero(mask.any(axis=1))
-    points = sorted({(int(np.flatnonzero(mask[r])[i]), int(r)) for r in rows for i in (0, -1)})
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    points = sorted(set(zip(first.tolist(), rows.tolist())) | set(zip(last.tolist(), rows.tolist())))
 
     def cross(o, a, b):
         return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
@@ -423,8 +427,8 @@ def evaluate(detections: Sequence[Detection], metadata: Dict[str, Any]) -> Tuple
     return not found, min((r for r, _ in found), key=FAILURE_REASONS.index, default="")
 
 
-def score_image(image: Any, metadata: Dict[str, Any]) -> Dict[str, Any]:
-    """Score one image against one prompt's GenEval metadata.
+def judge(analysis: Analysis, metadata: Dict[str, Any]) -> Dict[str, Any]:
+    """The verdict on an analysed image (:func:`analyse`) for one prompt's GenEval metadata.
 
     Returns:
         ``{"correct", "reason", "detail", "garbage", "off_palette", "objects"}``: ``correct`` iff no failure;
@@ -432,12 +436,15 @@ def score_image(image: Any, metadata: Dict[str, Any]) -> Dict[str, Any]:
         ``detail`` a readable explanation; ``garbage`` the :data:`GARBAGE_KINDS` found; ``off_palette`` the
         off-palette share of the foreground; ``objects`` the number of recognised objects.
     """
-    analysis = analyse(image)
     found = failures(analysis.objects, metadata)
     if analysis.garbage:
         rejects = [f"{'+'.join(c.colours)} {c.why}" for c in analysis.components if c.shape == UNRECOGNISED]
-        found.insert(0, ("garbage", "; ".join(list(analysis.garbage) + rejects)))
-        found = [f for f in found if f[0] != "empty"]
+        found = [("garbage", "; ".join(list(analysis.garbage) + rejects))] + [f for f in found if f[0] != "empty"]
     reason = min((r for r, _ in found), key=FAILURE_REASONS.index, default="")
     return {"correct": not found, "reason": reason, "detail": "; ".join(f"{r}: {d}" for r, d in found),
             "garbage": list(analysis.garbage), "off_palette": analysis.off_palette, "objects": len(analysis.objects)}
+
+
+def score_image(image: Any, metadata: Dict[str, Any]) -> Dict[str, Any]:
+    """Score one image against one prompt's GenEval metadata: ``judge(analyse(image), metadata)``."""
+    return judge(analyse(image), metadata)

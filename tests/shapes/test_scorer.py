@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlg.shapes.data import COLOURS, SHAPES, SIZE_RANGES, TASKS, ShapeObject, _shape_mask, render, scene_from_seed
+from nlg.shapes.data import COLOURS, PALETTE, SHAPES, SIZE_RANGES, TASKS, ShapeObject, _shape_mask, render, scene_from_seed
 from nlg.shapes.geneval import build_prompts
 from nlg.shapes.metadata import caption_metadata, scene_metadata
 from nlg.shapes.scorer import (
@@ -22,6 +22,7 @@ from nlg.shapes.scorer import (
     analyse,
     classify_shape,
     evaluate,
+    judge,
     score_image,
     shape_features,
 )
@@ -33,13 +34,14 @@ def _same_objects(analysis, objects):
     return sorted((d.shape, d.colour) for d in analysis.objects) == sorted((o.shape, o.colour) for o in objects)
 
 
+@pytest.mark.slow
 def test_renders_are_scored_right_with_their_captions_metadata():
     right = found = 0
     for seed in TEST_SEEDS:
         scene = scene_from_seed(seed)
-        image = render(scene.objects)
-        right += score_image(image, scene_metadata(scene))["correct"]
-        found += _same_objects(analyse(image), scene.objects)
+        analysis = analyse(render(scene.objects))
+        right += judge(analysis, scene_metadata(scene))["correct"]
+        found += _same_objects(analysis, scene.objects)
     assert right / len(TEST_SEEDS) >= 0.98 and found / len(TEST_SEEDS) >= 0.98, (right, found)
 
 
@@ -55,8 +57,9 @@ def test_vae_round_trips_of_renders_are_scored_right():
     images = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     right = found = 0
     for scene, image in zip(scenes, images):
-        right += score_image(image, scene_metadata(scene))["correct"]
-        found += _same_objects(analyse(image), scene.objects)
+        analysis = analyse(image)
+        right += judge(analysis, scene_metadata(scene))["correct"]
+        found += _same_objects(analysis, scene.objects)
     assert right / len(scenes) >= 0.98 and found / len(scenes) >= 0.98, (right, found)
 
 
@@ -67,19 +70,19 @@ def _soft_render(objects, factor=4):
     return np.round(big.reshape(32, factor, 32, factor, 3).mean(axis=(1, 3))).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_soft_edges_are_neither_off_palette_nor_other_colours():
-    right = 0
+    right = soft = 0
     for seed in TEST_SEEDS[:200]:
         scene = scene_from_seed(seed)
         image = _soft_render(scene.objects)
-        blended = ~np.isin(image.reshape(-1, 3).view([("", np.uint8)] * 3).ravel(),
-                           np.array([(255, 255, 255)] + [render([ShapeObject("square", c, 0, 0, 1)])[0, 0].tolist()
-                                                         for c in COLOURS], np.uint8).view([("", np.uint8)] * 3).ravel())
-        assert blended.any()  # there are soft edges to read
+        reference = np.array([(255, 255, 255)] + [PALETTE[c] for c in COLOURS])
+        blended = (np.abs(image[:, :, None, :].astype(int) - reference).sum(axis=-1) > 0).all(axis=-1)
+        soft += bool(blended.any())  # circles and triangles have soft edges, squares have none
         analysis = analyse(image)
         assert analysis.off_palette == 0.0 and analysis.garbage == ()
-        right += score_image(image, scene_metadata(scene))["correct"] and _same_objects(analysis, scene.objects)
-    assert right / 200 >= 0.98, right
+        right += judge(analysis, scene_metadata(scene))["correct"] and _same_objects(analysis, scene.objects)
+    assert right / 200 >= 0.98 and soft >= 100, (right, soft)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -113,7 +116,7 @@ def _brute_hull_points(mask):
     return int((grid @ hull.equations.T <= 1e-9).all(axis=1).sum())
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=50, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11)), min_size=3, max_size=40))
 def test_hull_lattice_points_match_a_brute_force_count(points):
     mask = np.zeros((12, 12), dtype=bool)
