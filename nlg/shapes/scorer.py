@@ -15,7 +15,7 @@ scorer reads an image in four steps, and anything that is not such a scene is *g
 3. **Shape** (:func:`shape_features`, :func:`classify_shape`).  A component is a circle, square or triangle only
    if every feature lies in that class's window (:data:`SHAPE_WINDOWS`), derived from the rendering rules below;
    otherwise it is *unrecognised* and the image is garbage.  No class is a catch-all.
-4. **Judgement** (:func:`evaluate`).  GenEval's rules on the recognised objects; a failed image gets one primary
+4. **Judgement** (:func:`judge`, with :mod:`nlg.shapes.rules`).  GenEval's rules on the recognised objects; a failed image gets one primary
    reason from :data:`FAILURE_REASONS`.
 
 **Expected feature values, from the rendering rules.**  An object of side ``s`` (8 ≤ s ≤ 20, ``SIZE_RANGES``) is
@@ -43,38 +43,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from .data import BACKGROUND, COLOURS, PALETTE, SHAPES, SIZE_RANGES, relative_position
+from .data import BACKGROUND, COLOURS, PALETTE, SHAPES, SIZE_RANGES
+from .rules import FAILURE_REASONS, Detection, evaluate, failures
 
 __all__ = [
-    "OFF_PALETTE_DISTANCE",
-    "MAX_OFF_PALETTE_SHARE",
-    "WHITE_DISTANCE",
-    "MAX_TINTED_SHARE",
-    "MIN_AREA",
-    "MAX_SPECK_SHARE",
-    "MIN_CONTACT",
-    "SIZE_TOLERANCE",
-    "SIZE_LIMITS",
-    "SHAPE_WINDOWS",
-    "UNRECOGNISED",
-    "GARBAGE_KINDS",
-    "FAILURE_REASONS",
-    "Detection",
-    "Component",
-    "Analysis",
-    "assign_pixels",
-    "shape_features",
-    "classify_shape",
-    "analyse",
-    "detect_objects",
-    "failures",
-    "evaluate",
-    "judge",
-    "score_image",
+    "OFF_PALETTE_DISTANCE", "MAX_OFF_PALETTE_SHARE", "WHITE_DISTANCE", "MAX_TINTED_SHARE", "MIN_AREA",
+    "MAX_SPECK_SHARE", "MIN_CONTACT", "SIZE_TOLERANCE", "SIZE_LIMITS", "SHAPE_WINDOWS", "UNRECOGNISED",
+    "GARBAGE_KINDS", "Component", "Analysis", "assign_pixels", "shape_features", "classify_shape", "analyse",
+    "detect_objects", "judge", "score_image", "Detection", "FAILURE_REASONS", "evaluate",  # the last three: nlg.shapes.rules
 ]
 
 #: A pixel farther than this (RGB Euclidean distance) from every white-to-colour segment is off-palette.
@@ -114,23 +94,9 @@ _COMMON_WINDOWS: Dict[str, Tuple[float, float]] = {"aspect": (0.75, 1.0), "solid
 UNRECOGNISED = "unrecognised"
 #: Why an image is garbage.
 GARBAGE_KINDS: Tuple[str, ...] = ("off-palette", "tinted background", "speckle", "two-colour object", UNRECOGNISED)
-#: Primary failure reasons, in order of precedence.
-FAILURE_REASONS: Tuple[str, ...] = (
-    "garbage", "empty", "missing object", "wrong count", "extra object", "wrong colour", "wrong relation",
-)
 
 _WHITE = np.array(BACKGROUND, dtype=np.float64)
 _DIRECTIONS = np.array([PALETTE[c] for c in COLOURS], dtype=np.float64) - _WHITE  # (6, 3)
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One recognised object: class (shape), colour, box ``(x1, y1, x2, y2)`` (x2, y2 exclusive), pixel count."""
-
-    shape: str
-    colour: str
-    box: Tuple[float, float, float, float]
-    area: int
 
 
 @dataclass(frozen=True)
@@ -366,65 +332,6 @@ def detect_objects(image: Any) -> Tuple[List[Detection], float]:
     """The recognised objects of an image, largest first, and its off-palette share (see :func:`analyse`)."""
     analysis = analyse(image)
     return list(analysis.objects), analysis.off_palette
-
-
-# -- GenEval's rules ------------------------------------------------------------------------------
-
-def failures(detections: Sequence[Detection], metadata: Dict[str, Any]) -> List[Tuple[str, str]]:
-    """GenEval's decision for one image's objects as a list of ``(reason, detail)``: empty means correct.
-
-    GenEval's rules (objects of a class taken largest first, as GenEval takes them by detector confidence): for each
-    ``include`` entry the ``count`` largest objects of the class must exist, have the ``color`` if one is given, and
-    stand in the ``position`` relation (:func:`nlg.shapes.data.relative_position`) to every object matched by the
-    referenced entry; an ``exclude`` entry fails if ``count`` or more objects of its class exist.  Reasons:
-    ``empty`` (no object), ``missing object`` (none of a requested class), ``wrong count`` (some but not the number
-    asked), ``extra object`` (the colour or relation holds for an object that a larger one of the class displaces),
-    ``wrong colour``, ``wrong relation``.
-    """
-    if not detections:
-        return [("empty", "no object")]
-    by_class: Dict[str, List[Detection]] = {}
-    for d in sorted(detections, key=lambda d: (-d.area, d.box)):
-        by_class.setdefault(d.shape, []).append(d)
-    found_reasons: List[Tuple[str, str]] = []
-    groups: List[Optional[List[Detection]]] = []
-    for req in metadata.get("include", []):
-        cls, count = req["class"], req["count"]
-        objects = by_class.get(cls, [])
-        found = objects[:count]
-        if len(found) < count:
-            reason = "missing object" if not objects else "wrong count"
-            found_reasons.append((reason, f"expected {count} {cls}, found {len(objects)}"))
-            groups.append(None)
-            continue
-        ok = True
-        if "color" in req and any(d.colour != req["color"] for d in found):
-            ok = False
-            displaced = any(d.colour == req["color"] for d in objects[count:])
-            found_reasons.append(("extra object" if displaced else "wrong colour",
-                                  f"expected {req['color']} {cls}, found {[d.colour for d in found]}"))
-        if "position" in req and ok:
-            relation, target = req["position"]
-            if groups[target] is None:
-                ok = False  # the target's own failure is already recorded
-            elif any(relation not in relative_position(a.box, b.box) for a in found for b in groups[target]):
-                ok = False
-                targets = by_class.get(metadata["include"][target]["class"], [])
-                elsewhere = any(relation in relative_position(a.box, b.box) for a in objects for b in targets)
-                found_reasons.append(("extra object" if elsewhere else "wrong relation", f"expected {cls} {relation} "
-                                      f"{metadata['include'][target]['class']}"))
-        groups.append(found if ok else None)
-    for req in metadata.get("exclude", []):
-        n = len(by_class.get(req["class"], []))
-        if n >= req["count"]:
-            found_reasons.append(("wrong count", f"expected fewer than {req['count']} {req['class']}, found {n}"))
-    return found_reasons
-
-
-def evaluate(detections: Sequence[Detection], metadata: Dict[str, Any]) -> Tuple[bool, str]:
-    """``(correct, reason)``: GenEval's decision and its primary reason (:data:`FAILURE_REASONS`; ``""`` if correct)."""
-    found = failures(detections, metadata)
-    return not found, min((r for r, _ in found), key=FAILURE_REASONS.index, default="")
 
 
 def judge(analysis: Analysis, metadata: Dict[str, Any]) -> Dict[str, Any]:
