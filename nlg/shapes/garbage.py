@@ -7,8 +7,6 @@ them objects.  The set is deterministic (one ``torch.Generator`` per image) and 
     python -m nlg.shapes.garbage --out tests/data/shapes_garbage
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 from pathlib import Path

@@ -25,8 +25,6 @@ with ``a`` both correct, ``b`` scorer-only correct, ``c`` human-only correct, ``
 and ``p_o = (a + d)/n`` (κ is ``nan`` when ``p_e = 1``: both raters gave one verdict to every image).
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import math
@@ -49,7 +47,7 @@ VERDICTS = ("correct", "incorrect")
 
 def contact_sheet(images: Sequence[Any], prompts: Sequence[str], path: PathLike, *, columns: int = 8, scale: int = 4,
                   start: int = 0) -> Path:
-    """Write a grid PNG of images, each upscaled ``scale``× (nearest) with its index above and its prompt below.
+    """Write a grid PNG of images, each upscaled by ``scale`` (nearest neighbour), its index above and prompt below.
 
     Args:
         images (`Sequence`): uint8 ``(H, W, 3)`` arrays (or PIL images).

@@ -54,18 +54,18 @@ __all__ = [
     "OFF_PALETTE_DISTANCE", "MAX_OFF_PALETTE_SHARE", "WHITE_DISTANCE", "MAX_TINTED_SHARE", "MIN_AREA",
     "MAX_SPECK_SHARE", "MIN_CONTACT", "SIZE_TOLERANCE", "SIZE_LIMITS", "SHAPE_WINDOWS", "UNRECOGNISED",
     "GARBAGE_KINDS", "Component", "Analysis", "assign_pixels", "shape_features", "classify_shape", "analyse",
-    "detect_objects", "judge", "score_image", "Detection", "FAILURE_REASONS", "evaluate",  # the last three: nlg.shapes.rules
+    "detect_objects", "judge", "score_image",
 ]
 
 #: A pixel farther than this (RGB Euclidean distance) from every white-to-colour segment is off-palette.
-#: Half the distance between the two nearest palette colours (blue and purple, 120 apart) is 60: a pixel nearer than
-#: that to a segment is a (possibly pale or shifted) shade of that colour.
+#: It is about half the distance between the two nearest palette colours (blue and purple, 119 apart), so a pixel
+#: nearer than that to a segment is a (possibly pale or shifted) shade of that colour.
 OFF_PALETTE_DISTANCE = 60.0
 #: An image whose off-palette pixels exceed this share of its foreground (non-background pixels) is garbage.
 MAX_OFF_PALETTE_SHARE = 0.2
 #: A background pixel farther than this from white is tinted (a soft edge, or a grey / coloured background).
 WHITE_DISTANCE = 40.0
-#: An image with more tinted background pixels than this share of all pixels has no white background: garbage.
+#: An image with more tinted background pixels than this share of all pixels has no white background (garbage).
 #: Soft edges are a one-pixel ring round each object, at most about a fifth of a 32×32 image.
 MAX_TINTED_SHARE = 0.4
 #: Components with fewer pixels are specks, not objects (the smallest rendered object, a triangle of side 8, has 32).
@@ -77,7 +77,7 @@ MAX_SPECK_SHARE = 0.25
 MIN_CONTACT = 3
 #: Tolerance on the box side of a generated object, in pixels, around ``SIZE_RANGES``.
 SIZE_TOLERANCE = 2
-#: Accepted box side (longer side) of an object: the smallest and largest rendered side, ± :data:`SIZE_TOLERANCE`.
+#: Accepted box side (the longer side) of an object, the smallest and largest rendered side ± :data:`SIZE_TOLERANCE`.
 SIZE_LIMITS: Tuple[int, int] = (
     min(low for low, _ in SIZE_RANGES.values()) - SIZE_TOLERANCE,
     max(high for _, high in SIZE_RANGES.values()) + SIZE_TOLERANCE,
