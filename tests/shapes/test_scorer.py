@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nlg.shapes.data import COLOURS, PALETTE, SHAPES, SIZE_RANGES, TASKS, ShapeObject, _shape_mask, render, scene_from_seed
-from nlg.shapes.geneval import build_prompts
+from nlg.shapes.geneval import build_prompts, distinct_prompts
 from nlg.shapes.metadata import caption_metadata, scene_metadata
 from nlg.shapes.scorer import (
     FAILURE_REASONS,
@@ -201,7 +201,7 @@ def test_garbage_outranks_every_other_reason_and_empty_needs_no_foreground():
 
 
 def test_caption_metadata_inverts_the_prompt_builder_and_matches_scenes():
-    for row in build_prompts(color_attr_prompts=180):
+    for row in [r for task in TASKS for r in distinct_prompts(task)] + build_prompts():
         assert caption_metadata(row["prompt"]) == row
     generator = torch.Generator().manual_seed(3)
     for task, _ in itertools.product(TASKS, range(5)):
