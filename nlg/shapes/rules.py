@@ -81,6 +81,6 @@ def failures(detections: Sequence[Detection], metadata: Dict[str, Any]) -> List[
 
 
 def evaluate(detections: Sequence[Detection], metadata: Dict[str, Any]) -> Tuple[bool, str]:
-    """``(correct, reason)``: GenEval's decision and its primary reason (:data:`FAILURE_REASONS`; ``""`` if correct)."""
+    """``(correct, reason)``: GenEval's decision and its primary reason (:data:`~nlg.shapes.rules.FAILURE_REASONS`; ``""`` if correct)."""
     found = failures(detections, metadata)
     return not found, min((r for r, _ in found), key=FAILURE_REASONS.index, default="")

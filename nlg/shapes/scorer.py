@@ -167,7 +167,7 @@ def assign_pixels(image: Any) -> Tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(labels, off_palette)``: labels ``(H, W)`` with 0 = background and 1…6 = :data:`COLOURS` in order, and the
-        boolean mask of pixels with :math:`\min_c r_c >` :data:`OFF_PALETTE_DISTANCE` (labelled too, but garbage).
+        boolean mask of pixels with :math:`\min_c r_c >` :data:`~nlg.shapes.scorer.OFF_PALETTE_DISTANCE` (labelled too, but garbage).
     """
     offset = _as_uint8(image).astype(np.float64) - _WHITE  # (H, W, 3)
     dot, length2 = offset @ _DIRECTIONS.T, (_DIRECTIONS**2).sum(axis=1)  # (H, W, 6), (6,)
@@ -234,10 +234,10 @@ def shape_features(mask: np.ndarray) -> Dict[str, float]:
 
 
 def classify_shape(features: Dict[str, float]) -> Tuple[str, str]:
-    """``(shape, why)``: the class whose windows hold every feature, or :data:`UNRECOGNISED` and the failing features.
+    """``(shape, why)``: the class whose windows hold every feature, or :data:`~nlg.shapes.scorer.UNRECOGNISED` and the failing features.
 
     Args:
-        features (`Dict[str, float]`): from :func:`shape_features`.
+        features (`Dict[str, float]`): from :func:`~nlg.shapes.scorer.shape_features`.
     """
     low, high = SIZE_LIMITS
     common = [name for name, (a, b) in _COMMON_WINDOWS.items() if not a <= features[name] <= b]
@@ -329,7 +329,7 @@ def analyse(image: Any) -> Analysis:
 
 
 def detect_objects(image: Any) -> Tuple[List[Detection], float]:
-    """The recognised objects of an image, largest first, and its off-palette share (see :func:`analyse`)."""
+    """The recognised objects of an image, largest first, and its off-palette share (see :func:`~nlg.shapes.scorer.analyse`)."""
     analysis = analyse(image)
     return list(analysis.objects), analysis.off_palette
 
