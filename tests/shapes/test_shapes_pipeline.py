@@ -19,7 +19,7 @@ from nlg.shapes import (
     load_pipeline,
     unknown_words,
 )
-from nlg.shapes.geneval import detect_objects
+from nlg.shapes.scorer import assign_pixels
 from nlg.shapes.tokenizer import WORDS
 
 COLOUR_SEEDS = (11, 12)  # fixed, used only here
@@ -61,6 +61,19 @@ def test_shipped_folder_is_small_and_matches_its_recorded_hashes():
 
 
 @pytest.mark.slow
+def _largest_colour(image):
+    """The colour of the largest 8-connected single-colour region (the scorer's pixel labels, no shape check)."""
+    from scipy import ndimage
+
+    labels, _ = assign_pixels(image)
+    best = (0, None)
+    for k, colour in enumerate(COLOURS, start=1):
+        regions, count = ndimage.label(labels == k, structure=np.ones((3, 3), dtype=bool))
+        if count:
+            best = max(best, (int(np.bincount(regions.ravel())[1:].max()), colour))
+    return best[1]
+
+
 def test_colour_prompts_are_drawn_in_the_right_colour_at_the_defaults(pipe):
     """Issue 11's criterion: for ≥ 80% of seeds the largest object has the requested colour (measured: 29 of 36)."""
     prompts = [f"a photo of a {c} {s}" for c in COLOURS for s in SHAPES]
@@ -70,8 +83,7 @@ def test_colour_prompts_are_drawn_in_the_right_colour_at_the_defaults(pipe):
                   generator=_generators(seeds), output_type="np").images
     right = 0
     for text, image in zip(texts, images):
-        detections, _ = detect_objects(image)
-        right += bool(detections) and detections[0].colour == text.split()[4]  # the largest object
+        right += _largest_colour(image) == text.split()[4]  # colour alone: blobs count, as in issue 11
     assert right / len(texts) >= 0.8, f"{right}/{len(texts)}"
 
 

@@ -1,0 +1,82 @@
+"""nlg.shapes.labels: contact sheets, the labels file, and the scorer's agreement with human verdicts."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nlg.shapes.data import ShapeObject, render
+from nlg.shapes.labels import agreement, contact_sheet, read_labels, score_labels, write_labelling_set
+
+
+def test_agreement_matches_a_hand_computed_example():
+    human = [True, True, False, False, True, False, True, True]
+    scorer = [True, False, False, True, True, False, True, False]
+    tasks = ["colors", "colors", "colors", "colors", "position", "position", "position", "position"]
+    table = agreement(human, scorer, tasks)
+    assert list(table) == ["colors", "position", "overall"]
+    # overall: a = 3 (both correct: 0, 4, 6), b = 1 (scorer only: 3), c = 2 (human only: 1, 7), d = 2 (2, 5)
+    overall = table["overall"]
+    assert (overall["both_correct"], overall["scorer_only"], overall["human_only"], overall["both_incorrect"]) == (3, 1, 2, 2)
+    # p_o = 5/8; p_e = ((3+1)(3+2) + (2+2)(1+2)) / 64 = 32/64; kappa = (5/8 - 1/2) / (1/2) = 1/4
+    assert math.isclose(overall["accuracy"], 0.625) and math.isclose(overall["kappa"], 0.25)
+    # colors: a = 1, b = 1, c = 1, d = 1 -> p_o = 1/2, p_e = (2·2 + 2·2)/16 = 1/2, kappa = 0
+    assert table["colors"]["n"] == 4 and math.isclose(table["colors"]["accuracy"], 0.5)
+    assert math.isclose(table["colors"]["kappa"], 0.0)
+    # position: a = 2, b = 0, c = 1, d = 1 -> p_o = 3/4, p_e = (2·3 + 2·1)/16 = 1/2, kappa = 1/2
+    assert math.isclose(table["position"]["accuracy"], 0.75) and math.isclose(table["position"]["kappa"], 0.5)
+    one_verdict = agreement([True, True], [True, True], ["colors", "colors"])["colors"]
+    assert one_verdict["accuracy"] == 1.0 and math.isnan(one_verdict["kappa"])
+    with pytest.raises(ValueError, match="one length"):
+        agreement([True], [True, False], ["colors"])
+
+
+def test_contact_sheet_shows_each_image_upscaled_nearest(tmp_path):
+    from PIL import Image
+
+    images = [render([ShapeObject("circle", "red", 4, 4, 12)]), render([ShapeObject("square", "blue", 10, 2, 9)]),
+              render([ShapeObject("triangle", "green", 0, 20, 12)])]
+    path = contact_sheet(images, ["a photo of a red circle", "a photo of a blue square", "a photo of a green triangle"],
+                         tmp_path / "sheet.png", columns=2, scale=4)
+    sheet = np.asarray(Image.open(path).convert("RGB"))
+    for image in images:  # each image appears upscaled 4× somewhere on the sheet
+        big = np.kron(image, np.ones((4, 4, 1), dtype=np.uint8))
+        h, w = sheet.shape[0] - 127, sheet.shape[1] - 127
+        corners = ((sheet[:h, :w] == big[0, 0]) & (sheet[127:, 127:] == big[-1, -1])).all(axis=-1)
+        hits = [(y, x) for y, x in zip(*np.nonzero(corners)) if np.array_equal(sheet[y : y + 128, x : x + 128], big)]
+        assert len(hits) == 1
+    with pytest.raises(ValueError, match="one length"):
+        contact_sheet(images, ["a photo of a circle"], tmp_path / "bad.png")
+
+
+def test_labelling_set_round_trip_and_agreement(tmp_path):
+    good = render([ShapeObject("circle", "red", 8, 8, 14)])
+    wrong_colour = render([ShapeObject("square", "blue", 8, 8, 12)])
+    images = [good, wrong_colour, good]
+    prompts = ["a photo of a red circle", "a photo of a red square", "a photo of a circle"]
+    labels = write_labelling_set(images, prompts, tmp_path, per_sheet=2)
+    assert sorted(p.name for p in tmp_path.glob("contact_sheet_*.png")) == ["contact_sheet_00.png", "contact_sheet_01.png"]
+    assert read_labels(labels) == []  # nothing labelled yet
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    rows[0].update(verdict="correct")
+    rows[1].update(verdict="incorrect", reason="wrong colour")
+    rows[2].update(verdict="incorrect", reason="missing object")  # a human who disagrees with the scorer
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = score_labels(labels)
+    assert [r["scorer_verdict"] for r in result["rows"]] == ["correct", "incorrect", "correct"]
+    assert result["rows"][1]["scorer_reason"] == "wrong colour"
+    table = result["agreement"]
+    assert table["colors"]["accuracy"] == 1.0 and table["single_object"]["human_only"] == 0
+    assert table["single_object"]["scorer_only"] == 1 and math.isclose(table["overall"]["accuracy"], 2 / 3)
+
+
+def test_read_labels_refuses_bad_rows(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    for row, match in [({"prompt": "a photo of a circle", "verdict": "correct"}, "image"),
+                       ({"image": "a.png", "prompt": "a photo of a circle", "verdict": "fine"}, "verdict"),
+                       ({"image": "a.png", "prompt": "a photo of a circle", "verdict": "incorrect", "reason": "ugly"}, "reason"),
+                       ({"image": "a.png", "prompt": "a photo of a circle", "verdict": "correct", "reason": "empty"}, "reason")]:
+        path.write_text(json.dumps(row) + "\n")
+        with pytest.raises(ValueError, match=match):
+            read_labels(path)
