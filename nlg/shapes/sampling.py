@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import NoiseLevelGuidance
-from .geneval import score_image
+from .scorer import score_image
 
 __all__ = [
     "DIRECTIONS",
@@ -209,7 +209,7 @@ def generate(
 
 
 def score_batch(images: np.ndarray, metadata: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """:func:`nlg.shapes.geneval.score_image` for each image with its prompt's metadata."""
+    """:func:`nlg.shapes.scorer.score_image` for each image with its prompt's metadata."""
     if len(images) != len(metadata):
         raise ValueError(f"got {len(images)} images for {len(metadata)} prompts")
     return [score_image(image, meta) for image, meta in zip(images, metadata)]
