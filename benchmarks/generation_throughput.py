@@ -4,7 +4,7 @@ NLG adds K refinement steps, each one UNet call on the (unconditional, condition
 classifier-free-guided sampling step costs — so with N sampling steps the expected time ratio is
 (N+K)/N.  The target is a ratio within (N+K)/N × 1.05: the loop (per-image generators, atomic PNG
 writes, manifest) adds nothing else that grows with K.  Timed end to end through
-:func:`nlg.eval.runs.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
+:func:`nlg.eval.generation.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
 medians printed.
 
     python benchmarks/generation_throughput.py [--images 4] [--inference_steps 20] [--refining_steps 20]
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlg import NoiseLevelGuidance  # noqa: E402
-from nlg.eval.runs import Caption, RunFolder, generate_images  # noqa: E402
+from nlg.eval import Caption, RunFolder, generate_images  # noqa: E402
 from tests.helpers.tiny import tiny_sd_pipeline  # noqa: E402
 
 

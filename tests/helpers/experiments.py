@@ -126,7 +126,7 @@ def cpu_launch(script: PathLike, num_processes: int = 2) -> Tuple[List[str], Dic
     """The command and environment to run ``script`` as ``num_processes`` CPU processes under ``accelerate launch``.
 
     ``accelerate launch --cpu`` starts several processes only through MPI; ``--multi_gpu`` with no GPU
-    visible starts them with torchrun, and :func:`nlg.eval.runs.process_state` makes them CPU (gloo)
+    visible starts them with torchrun, and :func:`nlg.eval.process.process_state` makes them CPU (gloo)
     processes.  One torch thread each.
     """
     accelerate = str(Path(sys.executable).parent / "accelerate")

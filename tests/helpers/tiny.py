@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Union
 
 import torch
 
-from nlg.eval.runs import SCHEDULERS
+from nlg.eval.generation import SCHEDULERS
 from nlg.shapes.tokenizer import byte_symbols  # CLIP's byte → printable-character table
 
 __all__ = ["tiny_clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "save_tiny_pipeline", "make_scheduler", "SCHEDULERS"]

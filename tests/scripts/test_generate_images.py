@@ -23,7 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nlg.eval.runs import Manifest, image_generator
+import nlg.eval.generation_run as generation_run
+from nlg.eval import Manifest, image_generator, run_folder_name
 from tests.helpers.experiments import cpu_launch, load_script
 from tests.helpers.tiny import save_tiny_pipeline
 from tests.helpers.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
@@ -203,7 +204,7 @@ def test_reference_noise_bug_repeats_one_numpy_draw_per_batch_position(assets):
 )
 def test_folder_name_equals_the_reference_for_the_same_flags(argv):
     required = ["--output_dir", "o", "--prompts_path", "p"]
-    assert gen.run_folder_name(gen.build_parser().parse_args(required + argv)) == reference_folder_name(argv)
+    assert run_folder_name(gen.build_parser().parse_args(required + argv)) == reference_folder_name(argv)
 
 
 def test_saved_pixels_are_the_pipelines_float_images_truncated(assets):
@@ -229,14 +230,14 @@ def test_saved_pixels_are_the_pipelines_float_images_truncated(assets):
 def test_unet_batch_is_b_without_cfg_and_2b_with_it(assets, tmp_path, monkeypatch, guidance_level, sampler_batch):
     """B = 3 images: NLG's direction always evaluates [n, n] (2B); the sampler does so only with CFG (scale > 1)."""
     batches: List[int] = []
-    load = gen.load_pipeline
+    load = generation_run.load_pipeline
 
     def load_with_counter(*args, **kwargs):
         pipe = load(*args, **kwargs)
         pipe.unet.register_forward_pre_hook(lambda module, a, kw: batches.append(int(a[0].shape[0])), with_kwargs=True)
         return pipe
 
-    monkeypatch.setattr(gen, "load_pipeline", load_with_counter)
+    monkeypatch.setattr(generation_run, "load_pipeline", load_with_counter)
     flags = ["--refining_steps", "1", "--total_images", "3", "--batch_size", "3", "--inference_steps", "2",
              "--height", "16", "--width", "16", "--guidance_level", guidance_level]
     assert gen.main(base_args(assets, tmp_path) + flags) == 0
