@@ -7,10 +7,10 @@ samples 1000 digits from each with the same DDIM sampler, and compares their per
 with held-out real images (W₁, pixel-space RBF MMD², tail shares; :mod:`nlg.training.brightness`).
 
     python core_experiments/brightness_experiment.py                  # full run, ~35 min on 2 shared cores
-    python core_experiments/brightness_experiment.py --quick --out /tmp/brightness   # smoke run, < 1 min
+    python core_experiments/brightness_experiment.py --quick --output_dir /tmp/brightness   # smoke run, < 1 min
 
 Writes ``brightness.csv``, ``brightness_hist.png``, ``brightness_grid.png`` and ``run.json`` into
-``--out`` (default ``core_experiments/results/brightness``); trained samples are cached in
+``--output_dir`` (default ``core_experiments/results/brightness``); trained samples are cached in
 ``<out>/cache`` so an interrupted run resumes.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from nlg.digits.pipeline import DigitsPipeline, default_sampler
 from nlg.digits.train import train_digits
 from nlg.training import OffsetSchedule, initial_latents, training_batch, zero_terminal_snr
 from nlg.training.brightness import brightness_report, mean_brightness, shift_brightness
+from nlg.utils.io import atomic_save_torch, atomic_write_text
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "brightness"
 
@@ -163,10 +165,11 @@ def write_csv(path: Path, rows: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any
         record.update({k: round(v, 5) for k, v in row["metrics"].items()})
         record["train_seconds"] = round(row.get("train_seconds", 0.0), 1)
         records.append(record)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_text(path, text.getvalue())
     return records
 
 
@@ -182,7 +185,8 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (< 1 min)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--output_dir", "--out", dest="output_dir", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder (default {DEFAULT_OUT}); --out is a deprecated alias")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; robust on a shared CPU)")
     args = parser.parse_args(argv)
@@ -197,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
 
 def run(args: argparse.Namespace, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Train, sample, measure and write everything for parsed ``args``."""
-    cache = args.out / "cache"
+    cache = args.output_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
 
     images, labels = shifted_data("train", cfg["train_copies"], args.seed)
@@ -211,18 +215,18 @@ def run(args: argparse.Namespace, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
             rows[name] = torch.load(cached)
         else:
             rows[name] = run_arm(name, arm, images, labels, cfg, args.seed)
-            torch.save(rows[name], cached)
+            atomic_save_torch(rows[name], cached)
         print(f"{name}: trained in {rows[name]['train_seconds']:.0f} s, sampled in {rows[name]['sample_seconds']:.0f} s", flush=True)
     for row in rows.values():
         row["metrics"] = brightness_report(row["samples"], reference)
 
-    records = write_csv(args.out / "brightness.csv", rows)
-    plot_histograms(args.out / "brightness_hist.png", reference, rows)
-    plot_grid(args.out / "brightness_grid.png", {"held-out real": dict(samples=reference), **rows})
+    records = write_csv(args.output_dir / "brightness.csv", rows)
+    plot_histograms(args.output_dir / "brightness_hist.png", reference, rows)
+    plot_grid(args.output_dir / "brightness_grid.png", {"held-out real": dict(samples=reference), **rows})
     run = dict(command="python core_experiments/brightness_experiment.py" + (" --quick" if args.quick else ""),
                settings=cfg, seed=args.seed, threads=args.threads, torch=torch.__version__,
                train_images=len(images), reference_images=len(reference), arms={k: repr(v) for k, v in ARMS.items()})
-    (args.out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    atomic_write_text(args.output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print(markdown_table(records))
     return records
 
