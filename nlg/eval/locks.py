@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict
 
 __all__ = ["RUN_LOCK", "CLAIM_SUFFIX", "LockUnavailableError", "FolderLocks"]
 
@@ -32,10 +32,19 @@ class LockUnavailableError(ValueError):
     """The run folder's filesystem does not support ``flock`` (a ``ValueError``: the scripts print it as one line)."""
 
 
+def _fcntl() -> Any:
+    """The ``fcntl`` module, or :class:`LockUnavailableError` on a platform without it (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        raise LockUnavailableError("output_dir: sharing a run folder needs flock file locks, which this platform "
+                                   "lacks (no fcntl module); run the generation on Linux or macOS") from None
+    return fcntl
+
+
 def _flock(fd: int, operation: int, path: Path) -> None:
     """``fcntl.flock(fd, operation)``; a filesystem without ``flock`` becomes :class:`LockUnavailableError`."""
-    import fcntl
-
+    fcntl = _fcntl()
     try:
         fcntl.flock(fd, operation)
     except BlockingIOError:
@@ -85,14 +94,12 @@ class FolderLocks:
         if self._run < 0:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._run = os.open(self._run_lock(), os.O_RDWR | os.O_CREAT, 0o644)
-        import fcntl
-
+        fcntl = _fcntl()
         _flock(self._run, fcntl.LOCK_SH, self._run_lock())
 
     def lock_alone(self, busy_message: str) -> None:
         """Take ``.run.lock`` exclusively, or raise ``ValueError(busy_message)``: another live process uses the folder."""
-        import fcntl
-
+        fcntl = _fcntl()
         if self._run >= 0:  # a fresh open file description: flock has no atomic upgrade
             os.close(self._run)
             self._run = -1
@@ -109,8 +116,7 @@ class FolderLocks:
 
     def claim(self, caption_id: int) -> bool:
         """Lock ``.<id>.claim`` exclusively without waiting; False if another live process holds it."""
-        import fcntl
-
+        fcntl = _fcntl()
         path = self.claim_path(caption_id)
         stale = self._claims.pop(caption_id, None)
         if stale is not None:  # still held from a batch of this process that failed
@@ -140,8 +146,7 @@ class FolderLocks:
 
     def clear_stale_claims(self) -> None:
         """Remove claim files no live process holds (left by a crash)."""
-        import fcntl
-
+        fcntl = _fcntl()
         for path in self.folder.glob(f".*{CLAIM_SUFFIX}"):
             try:
                 fd = os.open(path, os.O_RDWR)

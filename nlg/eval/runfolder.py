@@ -272,11 +272,11 @@ class RunFolder:
         out, so two runs started by mistake on one folder never generate (or record) an image twice.
         """
         self.locks.hold()
+        locked = [caption for caption in captions if self.locks.claim(caption.id)]
+        records = self.manifest.records() if locked else {}  # read once, after locking: a finished id has its record
         claimed: List[Caption] = []
-        for caption in captions:
-            if not self.locks.claim(caption.id):
-                continue
-            if self.image_path(caption.id).exists() and caption.id in self.manifest.records():
+        for caption in locked:
+            if caption.id in records and self.image_path(caption.id).exists():
                 self.locks.release(caption.id)  # finished by another process meanwhile
                 continue
             claimed.append(caption)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"stable_diffusion_path": "fake-org/new-model", "seed": 3, "steps": 4}
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_captions_load_where_there_is_no_fcntl(tmp_path: Path) -> None:
     """With ``fcntl`` unimportable (as on Windows), the captions module, the run folder and the loop still import,
     and the captions read back as written."""
@@ -121,3 +122,9 @@ def test_a_folder_recorded_under_an_old_model_id_is_resumed_only_when_asked(tmp_
         again.check()
         again.prepare()
     assert json.loads((tmp_path / "run_config.json").read_text(encoding="utf-8"))["changes"] == config["changes"]
+
+
+def test_without_fcntl_sharing_a_folder_is_refused_by_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: the import fails
+    with pytest.raises(LockUnavailableError, match="no fcntl module"):
+        RunFolder(tmp_path, SETTINGS).prepare()

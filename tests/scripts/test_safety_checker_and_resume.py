@@ -19,6 +19,8 @@ from PIL import Image
 from tests.helpers.experiments import load_script
 from tests.helpers.tiny import save_tiny_pipeline
 
+pytestmark = pytest.mark.slow  # each test runs a script on a pipeline loaded from disk
+
 ROOT = Path(__file__).resolve().parents[2]
 gen = load_script(ROOT / "core_experiments" / "generate_images.py")
 metrics_script = load_script(ROOT / "core_experiments" / "calculate_metrics.py")
