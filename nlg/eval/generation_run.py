@@ -27,6 +27,7 @@ from .runfolder import RunFolder
 __all__ = ["DTYPES", "GUIDANCE_FORMULA_GAMMA", "GenerationRun", "run_folder_name", "run_settings", "load_pipeline",
            "build_guidance", "run_generation"]
 
+#: ``--dtype`` names → torch dtypes (``"auto"``: float16 on GPU, float32 on CPU).
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: The reference's ``--guidance_formula`` weight γ.
 GUIDANCE_FORMULA_GAMMA = 3.0
@@ -55,7 +56,7 @@ class GenerationRun:
         normalize_latents, guidance_formula, boundary_control (`bool`): the reference's NLG switches.
         seed (`int`, defaults to 0): caption shuffle and every image's generator.
         scheduler (`str`, defaults to ``"dpm++"``): a key of :data:`~nlg.eval.generation.SCHEDULERS`.
-        dtype (`str`, defaults to ``"auto"``): float16 on GPU, float32 on CPU, or a key of :data:`DTYPES`.
+        dtype (`str`, defaults to ``"auto"``): float16 on GPU, float32 on CPU, or a key of :data:`~nlg.eval.generation_run.DTYPES`.
         height, width (`int`, *optional*): image size in pixels (default: the model's).
         local_files_only (`bool`): never contact the Hub.
         overwrite (`bool`): replace a run with other settings (one with the same settings is resumed).

@@ -258,7 +258,7 @@ class RunFolder:
         return damaged
 
     def hold(self) -> None:
-        """Hold a shared lock on the folder for the life of this object (see :meth:`FolderLocks.hold`)."""
+        """Hold a shared lock on the folder for the life of this object (see :meth:`~nlg.eval.locks.FolderLocks.hold`)."""
         self.locks.hold()
 
     def finished(self) -> Set[int]:

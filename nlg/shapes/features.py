@@ -10,7 +10,6 @@ import math
 from typing import Tuple
 
 import torch
-from torch import nn
 
 from .data import COLOURS, SHAPES
 from .geneval import assign_pixels, detect_objects
@@ -18,7 +17,7 @@ from .geneval import assign_pixels, detect_objects
 __all__ = ["ShapesFeatures"]
 
 
-class ShapesFeatures(nn.Module):
+class ShapesFeatures(torch.nn.Module):
     """FID / IS features from the shapes scorer (:mod:`nlg.shapes.geneval`): no neural network, no download.
 
     For a uint8 image at its own size (32×32 for the shapes model):
@@ -33,6 +32,7 @@ class ShapesFeatures(nn.Module):
     num_classes = 18
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(features (B, 26), logits (B, 18))`` in float64 for a uint8 batch ``(B, 3, H, W)``."""
         pairs = [(c, s) for c in COLOURS for s in SHAPES]
         features, logits = [], []
         for image in images:

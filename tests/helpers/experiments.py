@@ -25,7 +25,8 @@ import torch
 
 from .tiny import tiny_clip_tokenizer
 
-__all__ = ["save_random_inception_weights", "save_tiny_clip", "load_script", "single_thread", "free_port", "cpu_launch"]
+__all__ = ["save_random_inception_weights", "save_tiny_clip", "load_script", "single_thread", "free_port", "cpu_launch",
+           "base_args", "run_folder"]
 
 PathLike = Union[str, Path]
 
@@ -133,3 +134,15 @@ def cpu_launch(script: PathLike, num_processes: int = 2) -> Tuple[List[str], Dic
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(script)]
     return command, dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+
+
+def base_args(assets: Dict[str, Path], out: Path) -> List[str]:
+    """``generate_images.py``'s required flags for a tiny local model: ``assets`` holds ``captions`` and ``model``."""
+    return ["--output_dir", str(out), "--prompts_path", str(assets["captions"]),
+            "--stable_diffusion_path", str(assets["model"]), "--local_files_only"]
+
+
+def run_folder(out: Path) -> Path:
+    """The one image folder ``generate_images.py`` made under ``--output_dir out``."""
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder

@@ -25,7 +25,7 @@ from PIL import Image
 
 import nlg.eval.generation_run as generation_run
 from nlg.eval import Manifest, image_generator, run_folder_name
-from tests.helpers.experiments import cpu_launch, load_script
+from tests.helpers.experiments import base_args, cpu_launch, load_script, run_folder
 from tests.helpers.tiny import save_tiny_pipeline
 from tests.helpers.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
 
@@ -58,16 +58,6 @@ def assets(tmp_path_factory) -> Dict[str, Path]:
     annotations = [{"id": 1000 + 7 * i, "image_id": 50 + i, "caption": c} for i, c in enumerate(CAPTIONS)]
     captions.write_text(json.dumps({"annotations": annotations}, ensure_ascii=False), encoding="utf-8")
     return {"root": root, "model": model, "captions": captions}
-
-
-def base_args(assets: Dict[str, Path], out: Path) -> List[str]:
-    return ["--output_dir", str(out), "--prompts_path", str(assets["captions"]),
-            "--stable_diffusion_path", str(assets["model"]), "--local_files_only"]
-
-
-def run_folder(out: Path) -> Path:
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
-    return folder
 
 
 def images(folder: Path) -> Dict[int, np.ndarray]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.experiments import load_script
+from tests.helpers.experiments import base_args, load_script, run_folder
 from tests.helpers.tiny import save_tiny_pipeline
 
 pytestmark = pytest.mark.slow  # each test runs a script on a pipeline loaded from disk
@@ -64,16 +64,6 @@ def assets(tmp_path_factory) -> Dict[str, Path]:
     annotations = [{"id": 40 + i, "image_id": 900 + i, "caption": f"a picture of object {i}"} for i in range(6)]
     captions.write_text(json.dumps({"annotations": annotations}), encoding="utf-8")
     return {"root": root, "model": model, "captions": captions}
-
-
-def base_args(assets: Dict[str, Path], out: Path) -> List[str]:
-    return ["--output_dir", str(out), "--prompts_path", str(assets["captions"]),
-            "--stable_diffusion_path", str(assets["model"]), "--local_files_only"]
-
-
-def run_folder(out: Path) -> Path:
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
-    return folder
 
 
 def pixels(folder: Path) -> Dict[int, np.ndarray]:
