@@ -263,7 +263,7 @@ class GenerationMetrics(nn.Module):
         is_splits: int = 10,
         seed: int = 0,
         inception_score_order: str = "reference",
-        feature_extractor: Optional[nn.Module] = None,
+        feature_extractor: Optional[torch.nn.Module] = None,
     ) -> None:
         super().__init__()
         if isinstance(is_splits, bool) or not isinstance(is_splits, int) or is_splits < 1:
