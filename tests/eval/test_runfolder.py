@@ -31,7 +31,7 @@ def test_captions_load_where_there_is_no_fcntl(tmp_path: Path) -> None:
             "from nlg.eval.captions import load_captions, shuffled\n"
             "caps = load_captions(sys.argv[1])\n"
             "print([(c.id, c.image_id, c.caption) for c in caps])\n")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr[-2000:]
     expected = [(a["id"], a.get("image_id"), a["caption"]) for a in annotations]
