@@ -4,7 +4,7 @@ NLG adds K refinement steps, each one UNet call on the (unconditional, condition
 classifier-free-guided sampling step costs — so with N sampling steps the expected time ratio is
 (N+K)/N.  The target is a ratio within (N+K)/N × 1.05: the loop (per-image generators, atomic PNG
 writes, manifest) adds nothing else that grows with K.  Timed end to end through
-:func:`nlg.eval.runs.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
+:func:`nlg.eval.generation.generate_images` on a small SD-2.1-shaped pipeline, rounds interleaved,
 medians printed.
 
     python -m benchmarks.generation_throughput [--images 4] [--inference_steps 20] [--refining_steps 20]
@@ -23,7 +23,7 @@ from typing import List
 import torch
 
 from nlg import NoiseLevelGuidance
-from nlg.eval.runs import Caption, RunFolder, generate_images
+from nlg.eval import Caption, RunFolder, generate_images
 from nlg.testing import tiny_sd_pipeline
 
 from .common import interleaved, paired_ratios

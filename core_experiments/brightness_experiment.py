@@ -7,10 +7,10 @@ samples 1000 digits from each with the same DDIM sampler, and compares their per
 with held-out real images (W₁, pixel-space RBF MMD², tail shares; :mod:`nlg.training.brightness`).
 
     python core_experiments/brightness_experiment.py                  # full run, ~35 min on 2 shared cores
-    python core_experiments/brightness_experiment.py --quick --out /tmp/brightness   # smoke run, < 1 min
+    python core_experiments/brightness_experiment.py --quick --output_dir /tmp/brightness   # smoke run, < 1 min
 
 Writes ``brightness.csv``, ``brightness_hist.png``, ``brightness_grid.png`` and ``run.json`` into
-``--out`` (default ``core_experiments/results/brightness``); trained samples are cached in
+``--output_dir`` (default ``core_experiments/results/brightness``); trained samples are cached in
 ``<out>/cache`` so an interrupted run resumes.
 """
 
@@ -33,6 +33,7 @@ from nlg.digits.pipeline import DigitsPipeline, default_sampler
 from nlg.digits.train import train_digits
 from nlg.training import OffsetSchedule, initial_latents, training_batch, zero_terminal_snr
 from nlg.training.brightness import brightness_report, mean_brightness, shift_brightness
+from nlg.utils.io import atomic_save_torch, atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "brightness"
@@ -179,7 +180,8 @@ def results_table(records: List[Dict[str, Any]]) -> str:
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (< 1 min)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--output_dir", "--out", dest="output_dir", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder (default {DEFAULT_OUT}); --out is a deprecated alias")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; robust on a shared CPU)")
     args = parser.parse_args(argv)
@@ -194,7 +196,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
 
 def run(args: argparse.Namespace, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Train, sample, measure and write everything for parsed ``args``."""
-    cache = args.out / "cache"
+    cache = args.output_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
 
     images, labels = shifted_data("train", cfg["train_copies"], args.seed)
@@ -208,18 +210,18 @@ def run(args: argparse.Namespace, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
             rows[name] = torch.load(cached)
         else:
             rows[name] = run_arm(name, arm, images, labels, cfg, args.seed)
-            torch.save(rows[name], cached)
+            atomic_save_torch(rows[name], cached)
         print(f"{name}: trained in {rows[name]['train_seconds']:.0f} s, sampled in {rows[name]['sample_seconds']:.0f} s", flush=True)
     for row in rows.values():
         row["metrics"] = brightness_report(row["samples"], reference)
 
-    records = write_records(args.out / "brightness.csv", rows)
-    plot_histograms(args.out / "brightness_hist.png", reference, rows)
-    plot_grid(args.out / "brightness_grid.png", {"held-out real": dict(samples=reference), **rows})
+    records = write_records(args.output_dir / "brightness.csv", rows)
+    plot_histograms(args.output_dir / "brightness_hist.png", reference, rows)
+    plot_grid(args.output_dir / "brightness_grid.png", {"held-out real": dict(samples=reference), **rows})
     run = dict(command="python core_experiments/brightness_experiment.py" + (" --quick" if args.quick else ""),
                settings=cfg, seed=args.seed, threads=args.threads, torch=torch.__version__,
                train_images=len(images), reference_images=len(reference), arms={k: repr(v) for k, v in ARMS.items()})
-    (args.out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    atomic_write_text(args.output_dir / "run.json", json.dumps(run, indent=2) + "\n")
     print(results_table(records))
     return records
 

@@ -13,14 +13,16 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .runs import Caption, atomic_write, reference_rng, shuffled
+from ..utils.io import atomic_write
+from ..utils.types import PathLike
+from .captions import Caption, reference_rng, shuffled
 
 __all__ = [
     "INCEPTION_SIZE",
@@ -36,7 +38,6 @@ __all__ = [
     "read_geneval_metadata",
 ]
 
-PathLike = Union[str, Path]
 INCEPTION_SIZE = 299
 CLIP_SIZE = 224
 
@@ -224,7 +225,7 @@ def write_geneval_captions(path: PathLike, prompts: Sequence[Mapping[str, Any]],
 
     Prompt ``i`` gets the annotations ``id = i·images_per_prompt + r`` (r = 0 … images_per_prompt − 1),
     ``image_id = i``, ``caption = row["prompt"]``, and the row itself under ``"geneval"`` (read back by
-    :func:`read_geneval_metadata`; :func:`nlg.eval.runs.load_captions` ignores it).
+    :func:`read_geneval_metadata`; :func:`nlg.eval.captions.load_captions` ignores it).
 
     Args:
         path (`str` or `Path`): the JSON to write (atomically; missing folders are created).

@@ -28,6 +28,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.multimodal.clip_score import CLIPScore
 from torchmetrics.utilities.data import dim_zero_cat
 
+from ..utils.types import PathLike
 from ._torchmetrics import INCEPTION_SCORE_FEATURES, add_clip_scores, clip_scores, fid_count, inception_features, seeded_inception_score
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 
 #: The CLIP model of the paper's CLIP scores.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
-PathLike = Union[str, Path]
 ClipLoader = Callable[[], Tuple[Any, Any]]
 
 
@@ -263,7 +263,7 @@ class GenerationMetrics(nn.Module):
         is_splits: int = 10,
         seed: int = 0,
         inception_score_order: str = "reference",
-        feature_extractor: Optional[nn.Module] = None,
+        feature_extractor: Optional[torch.nn.Module] = None,
     ) -> None:
         super().__init__()
         if isinstance(is_splits, bool) or not isinstance(is_splits, int) or is_splits < 1:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchmetrics.image.fid import NoTrainInceptionV3
 
-from nlg.eval.runs import Caption
+from nlg.eval.captions import Caption
 from nlg.eval.metrics import GenerationMetrics, InceptionFeatures, bottom_k_mean, generation_metrics
 from nlg.eval.datasets import read_clip_scores, write_clip_scores
 from nlg.testing import save_random_inception_weights, save_tiny_clip

@@ -22,7 +22,7 @@ import torch
 from nlg.app.load import free_port
 from nlg.utils.types import PathLike
 
-__all__ = ["load_script", "single_thread", "cpu_launch"]
+__all__ = ["load_script", "single_thread", "cpu_launch", "base_args", "run_folder"]
 
 
 
@@ -52,10 +52,22 @@ def cpu_launch(script: PathLike, num_processes: int = 2) -> Tuple[List[str], Dic
     """The command and environment to run ``script`` as ``num_processes`` CPU processes under ``accelerate launch``.
 
     ``accelerate launch --cpu`` starts several processes only through MPI; ``--multi_gpu`` with no GPU
-    visible starts them with torchrun, and :func:`nlg.eval.runs.process_state` makes them CPU (gloo)
+    visible starts them with torchrun, and :func:`nlg.eval.process.process_state` makes them CPU (gloo)
     processes.  One torch thread each.
     """
     accelerate = str(Path(sys.executable).parent / "accelerate")
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(script)]
     return command, dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+
+
+def base_args(assets: Dict[str, Path], out: Path) -> List[str]:
+    """``generate_images.py``'s required flags for a tiny local model: ``assets`` holds ``captions`` and ``model``."""
+    return ["--output_dir", str(out), "--prompts_path", str(assets["captions"]),
+            "--stable_diffusion_path", str(assets["model"]), "--local_files_only"]
+
+
+def run_folder(out: Path) -> Path:
+    """The one image folder ``generate_images.py`` made under ``--output_dir out``."""
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder

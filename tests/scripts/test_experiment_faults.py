@@ -29,11 +29,12 @@ import pytest
 import torch
 from PIL import Image
 
-import nlg.eval.runs as runs
-from nlg.eval.runs import whole_png
-from nlg.testing import save_random_inception_weights, save_tiny_clip
+import nlg.eval.generation as generation
+import nlg.eval.runfolder as runfolder
+from nlg.eval import Manifest, write_json
+from nlg.eval.png import whole_png
+from nlg.testing import save_random_inception_weights, save_tiny_clip, save_tiny_pipeline
 from tests.helpers.experiments import load_script
-from nlg.testing import save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATE = ROOT / "core_experiments" / "generate_images.py"
@@ -158,7 +159,7 @@ def test_two_processes_on_one_folder_never_duplicate_or_corrupt_an_image(assets,
 
 
 def test_full_disk_stops_with_a_clear_error_and_the_rerun_loses_nothing(assets, reference, tmp_path, monkeypatch, capsys) -> None:
-    real_save = runs._save_png
+    real_save = generation.png_writer
     written: List[int] = []
 
     def filling_disk(array: np.ndarray):
@@ -178,7 +179,7 @@ def test_full_disk_stops_with_a_clear_error_and_the_rerun_loses_nothing(assets, 
         return write
 
     out = tmp_path / "out"
-    monkeypatch.setattr(runs, "_save_png", filling_disk)
+    monkeypatch.setattr(generation, "png_writer", filling_disk)
     with pytest.raises(SystemExit) as exit_:
         gen.run_cli(lambda: gen.main(args(assets, out)))
     assert exit_.value.code == 1
@@ -189,7 +190,7 @@ def test_full_disk_stops_with_a_clear_error_and_the_rerun_loses_nothing(assets, 
     assert len(list(folder.glob("*.png"))) == 5 and all(whole_png(p) for p in folder.glob("*.png"))
     assert not list(folder.glob(".*.tmp"))  # the half-written temporary file was removed
 
-    monkeypatch.setattr(runs, "_save_png", real_save)  # space is back
+    monkeypatch.setattr(generation, "png_writer", real_save)  # space is back
     assert gen.main(args(assets, out)) == 0
     assert_same_images(pixels(folder), pixels(reference))
     assert set(manifest_ids(folder)) == set(pixels(reference))
@@ -275,17 +276,17 @@ def test_metrics_killed_with_sigkill_then_rerun_gives_the_uninterrupted_figures(
 
 
 def test_json_figures_that_were_not_computed_are_null_not_nan(tmp_path):
-    runs.write_json(tmp_path / "m.json", {"clip_score": float("nan"), "fid": 3.5, "nested": [float("inf"), 1.0]})
+    write_json(tmp_path / "m.json", {"clip_score": float("nan"), "fid": 3.5, "nested": [float("inf"), 1.0]})
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"clip_score": None, "fid": 3.5, "nested": [None, 1.0]}
 
 
 def test_a_short_manifest_write_is_a_named_full_disk_error(tmp_path, monkeypatch):
-    manifest = runs.Manifest(tmp_path / "manifest.jsonl")
+    manifest = Manifest(tmp_path / "manifest.jsonl")
     manifest.append([{"id": 1}])
     real_write = os.write
-    monkeypatch.setattr(runs.os, "write", lambda fd, data: real_write(fd, data[:5]))  # the disk fills up mid-line
+    monkeypatch.setattr(runfolder.os, "write", lambda fd, data: real_write(fd, data[:5]))  # the disk fills up mid-line
     with pytest.raises(OSError) as info:
         manifest.append([{"id": 2}, {"id": 3}])
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(manifest.path)

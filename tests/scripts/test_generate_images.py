@@ -23,9 +23,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nlg.eval.runs import Manifest, image_generator
-from tests.helpers.experiments import cpu_launch, load_script
+import nlg.eval.generation_run as generation_run
+from nlg.eval import Manifest, image_generator, run_folder_name
 from nlg.testing import save_tiny_pipeline
+from tests.helpers.experiments import base_args, cpu_launch, load_script, run_folder
 from tests.helpers.reference_fixture import reference_caption_ids, reference_folder_name, reference_pixels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,16 +58,6 @@ def assets(tmp_path_factory) -> Dict[str, Path]:
     annotations = [{"id": 1000 + 7 * i, "image_id": 50 + i, "caption": c} for i, c in enumerate(CAPTIONS)]
     captions.write_text(json.dumps({"annotations": annotations}, ensure_ascii=False), encoding="utf-8")
     return {"root": root, "model": model, "captions": captions}
-
-
-def base_args(assets: Dict[str, Path], out: Path) -> List[str]:
-    return ["--output_dir", str(out), "--prompts_path", str(assets["captions"]),
-            "--stable_diffusion_path", str(assets["model"]), "--local_files_only"]
-
-
-def run_folder(out: Path) -> Path:
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
-    return folder
 
 
 def images(folder: Path) -> Dict[int, np.ndarray]:
@@ -203,7 +194,7 @@ def test_reference_noise_bug_repeats_one_numpy_draw_per_batch_position(assets):
 )
 def test_folder_name_equals_the_reference_for_the_same_flags(argv):
     required = ["--output_dir", "o", "--prompts_path", "p"]
-    assert gen.run_folder_name(gen.build_parser().parse_args(required + argv)) == reference_folder_name(argv)
+    assert run_folder_name(gen.build_parser().parse_args(required + argv)) == reference_folder_name(argv)
 
 
 def test_saved_pixels_are_the_pipelines_float_images_truncated(assets):
@@ -229,14 +220,14 @@ def test_saved_pixels_are_the_pipelines_float_images_truncated(assets):
 def test_unet_batch_is_b_without_cfg_and_2b_with_it(assets, tmp_path, monkeypatch, guidance_level, sampler_batch):
     """B = 3 images: NLG's direction always evaluates [n, n] (2B); the sampler does so only with CFG (scale > 1)."""
     batches: List[int] = []
-    load = gen.load_pipeline
+    load = generation_run.load_pipeline
 
     def load_with_counter(*args, **kwargs):
         pipe = load(*args, **kwargs)
         pipe.unet.register_forward_pre_hook(lambda module, a, kw: batches.append(int(a[0].shape[0])), with_kwargs=True)
         return pipe
 
-    monkeypatch.setattr(gen, "load_pipeline", load_with_counter)
+    monkeypatch.setattr(generation_run, "load_pipeline", load_with_counter)
     flags = ["--refining_steps", "1", "--total_images", "3", "--batch_size", "3", "--inference_steps", "2",
              "--height", "16", "--width", "16", "--guidance_level", guidance_level]
     assert gen.main(base_args(assets, tmp_path) + flags) == 0

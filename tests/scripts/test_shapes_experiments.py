@@ -19,6 +19,7 @@ from PIL import Image
 from scipy.linalg import sqrtm
 
 from nlg.eval.datasets import write_geneval_captions
+from nlg.shapes.features import ShapesFeatures
 from nlg.shapes import render, scene_from_seed
 from nlg.shapes.geneval import load_prompts, score_image, task_accuracies
 from tests.helpers.experiments import load_script
@@ -80,7 +81,7 @@ def test_geneval_accuracy_is_the_scorer_applied_to_every_saved_image(run):
 
 
 def test_fid_is_the_frechet_distance_of_the_shapes_features(run):
-    features = metrics_script.ShapesFeatures()
+    features = ShapesFeatures()
 
     def stats(paths):
         images = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)

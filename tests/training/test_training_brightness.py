@@ -84,7 +84,7 @@ def test_experiment_quick_mode_writes_its_outputs(tmp_path):
     spec = importlib.util.spec_from_file_location("brightness_experiment", ROOT / "core_experiments" / "brightness_experiment.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    records = module.main(["--quick", "--out", str(tmp_path)])
+    records = module.main(["--quick", "--output_dir", str(tmp_path)])
     with (tmp_path / "brightness.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["real (train split)", *module.ARMS]
