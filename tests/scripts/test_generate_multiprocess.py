@@ -15,7 +15,7 @@ from typing import Dict, List
 import pytest
 
 from tests.helpers.experiments import cpu_launch, load_script
-from tests.helpers.tiny import save_tiny_pipeline
+from nlg.testing import save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "core_experiments" / "generate_images.py"

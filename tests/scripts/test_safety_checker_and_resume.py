@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from tests.helpers.experiments import base_args, load_script, run_folder
-from tests.helpers.tiny import save_tiny_pipeline
+from nlg.testing import save_tiny_pipeline
 
 pytestmark = pytest.mark.slow  # each test runs a script on a pipeline loaded from disk
 
