@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .runs import Caption, atomic_write, reference_rng, shuffled
+from ..utils.types import PathLike
 
 __all__ = [
     "INCEPTION_SIZE",
@@ -36,7 +37,6 @@ __all__ = [
     "read_geneval_metadata",
 ]
 
-PathLike = Union[str, Path]
 INCEPTION_SIZE = 299
 CLIP_SIZE = 224
 

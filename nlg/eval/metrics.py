@@ -29,6 +29,7 @@ from torchmetrics.multimodal.clip_score import CLIPScore
 from torchmetrics.utilities.data import dim_zero_cat
 
 from ._torchmetrics import INCEPTION_SCORE_FEATURES, add_clip_scores, clip_scores, fid_count, inception_features, seeded_inception_score
+from ..utils.types import PathLike
 
 __all__ = [
     "DEFAULT_CLIP_MODEL",
@@ -43,7 +44,6 @@ __all__ = [
 
 #: The CLIP model of the paper's CLIP scores.
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
-PathLike = Union[str, Path]
 ClipLoader = Callable[[], Tuple[Any, Any]]
 
 
