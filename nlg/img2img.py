@@ -1,6 +1,6 @@
 r"""Noise-level-aware img2img: refine the noise ε that img2img adds to the image, not the noisy latent.
 
-img2img starts at the timestep ``t_s`` picked by the denoising strength (:mod:`nlg.core.noise_levels`) from
+img2img starts at the timestep ``t_s`` picked by the denoising strength (:func:`nlg.schedule_point_for_strength`) from
 
 .. math::
     x_{t_s} = \sqrt{\bar\alpha_{t_s}}\, x_0 + \sqrt{1-\bar\alpha_{t_s}}\, \epsilon .
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from .guidance import NoiseLevelGuidance
-from .core.noise_levels import NoiseLevel, check_strength, noise_level_for_strength
+from .core.noise_levels import SchedulePoint, check_strength, schedule_point_for_strength
 from .adapters.base import ENCODE_KWARGS
 from .adapters.stable_diffusion import DiffusersAdapter
 from .core.refine import DirectionFn, accepts_index, refine_noise
@@ -125,7 +125,7 @@ class Img2ImgRefinement:
         noise (`torch.Tensor`): the refined ε it used instead.
         step_norms (`torch.Tensor`): ‖d‖₂ per step and image, shape ``(refining_steps, B)``.
         evaluations (`torch.Tensor`): batched UNet evaluations per image.
-        level (`NoiseLevel`, *optional*): the start, from the strength (None with custom ``timesteps``/``sigmas``).
+        level (`SchedulePoint`, *optional*): the start, from the strength (None with custom ``timesteps``/``sigmas``).
         timestep (`int`): the training timestep at which the direction was evaluated.
     """
 
@@ -133,7 +133,7 @@ class Img2ImgRefinement:
     noise: Tensor
     step_norms: Tensor
     evaluations: Tensor
-    level: Optional[NoiseLevel]
+    level: Optional[SchedulePoint]
     timestep: int
 
 
@@ -185,7 +185,7 @@ class NoiseLevelImg2Img:
             raise TypeError("pass prompt (and negative_prompt), not prompt_embeds: NLG encodes them itself")
         level = None
         if pipeline_kwargs.get("timesteps") is None and pipeline_kwargs.get("sigmas") is None:
-            level = noise_level_for_strength(pipe.scheduler, strength, pipeline_kwargs.get("num_inference_steps", 50))
+            level = schedule_point_for_strength(pipe.scheduler, strength, pipeline_kwargs.get("num_inference_steps", 50))
         options = self.guidance.options
         generator: GeneratorLike = pipeline_kwargs.get("generator")
         check_generator(generator)  # its length is the pipeline's to check

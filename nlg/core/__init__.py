@@ -8,7 +8,17 @@ Nothing here imports a model family; :mod:`nlg.adapters` builds on it.
 
 from ..utils.types import GeneratorLike
 from .directions import PREDICTION_TYPES, cfg_direction, check_signal, to_epsilon
-from .noise_levels import NoiseLevel, check_strength, noise_level_at, noise_level_for_strength, strength_for_noise_level, strength_table
+from .noise_levels import (
+    SchedulePoint,
+    check_strength,
+    noise_level_at,
+    noise_level_for_strength,
+    schedule_point_at,
+    schedule_point_for_strength,
+    strength_for_noise_level,
+    strength_for_sigma,
+    strength_table,
+)
 from .options import RefineOptions
 from .refine import DirectionFn, RefineOutput, StepCallback, refine_noise
 from .schedule import reference_alpha_bar
@@ -36,10 +46,15 @@ __all__ = [
     "check_signal",
     "PREDICTION_TYPES",
     "reference_alpha_bar",
-    "NoiseLevel",
+    "SchedulePoint",
     "check_strength",
-    "noise_level_at",
-    "noise_level_for_strength",
-    "strength_for_noise_level",
+    "schedule_point_at",
+    "schedule_point_for_strength",
+    "strength_for_sigma",
     "strength_table",
 ]
+
+from ..utils.deprecation import deprecated_attributes as _deprecated_attributes  # noqa: E402
+
+# Deprecated names (one release); the functions' aliases are imported above and warn when called.
+__getattr__ = _deprecated_attributes(__name__, {"NoiseLevel": ("nlg.SchedulePoint", lambda: SchedulePoint)})
