@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from ..utils.checks import check_int, check_number
+from ..utils.checks import check_number
 from .steps import radial_share
 
 __all__ = ["StopRule", "StreakRule", "NormChange", "Radial", "STOP_SIGNALS", "stop_rule"]
