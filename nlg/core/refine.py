@@ -32,6 +32,7 @@ from .stopping import STOP_SIGNALS, StopRule
 __all__ = ["RefineOutput", "refine_noise", "accepts_index", "DirectionFn", "StepCallback", "BOUNDARY", "STOP_SIGNALS"]
 
 DirectionFn = Callable[[Tensor], Tensor]
+_DEFAULTS = RefineOptions().refine_kwargs()
 #: Called after every step with the per-step dict (see :func:`refine_noise`).
 StepCallback = Callable[[Dict[str, Any]], None]
 
@@ -143,7 +144,7 @@ def refine_noise(
             step is not taken; its evaluation is counted).  Results: ``docs/guides/cost.md``.
         options (`RefineOptions`, *optional*, defaults to None):
             All the settings above in one validated object (:class:`~nlg.core.options.RefineOptions`); when
-            given, the individual setting arguments are not read.
+            given, the individual setting arguments must keep their defaults (a ``TypeError`` names any that do not).
         stop (`StopRule`, *optional*, defaults to None):
             A stopping-rule object (:class:`~nlg.core.stopping.StopRule`) instead of ``stop_tolerance``/``stop_signal``.
         callback (`Callable[[dict], None]`, *optional*, defaults to None):
@@ -180,14 +181,18 @@ def refine_noise(
         ValueError: on bad options, a direction of the wrong shape, or a non-finite direction
             (the message names the step).
     """
+    settings = dict(
+        refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level,
+        normalize_latents=normalize_latents, boundary_control=boundary_control, stop_tolerance=stop_tolerance,
+        stop_window=stop_window, stop_signal=stop_signal,
+    )
     if options is None:
-        options = RefineOptions(
-            refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level,
-            normalize_latents=normalize_latents, boundary_control=boundary_control, stop_tolerance=stop_tolerance,
-            stop_window=stop_window, stop_signal=stop_signal,
-        )
+        options = RefineOptions(**settings)
     elif not isinstance(options, RefineOptions):
         raise TypeError(f"options must be a RefineOptions or None, got {type(options).__name__}")
+    elif any(value != _DEFAULTS[name] for name, value in settings.items()):
+        changed = sorted(name for name, value in settings.items() if value != _DEFAULTS[name])
+        raise TypeError(f"pass the settings either in options or as arguments, not both: got options and {changed}")
     if stop is None:
         stop = options.stop_rule()
     elif options.stop_tolerance is not None or not isinstance(stop, StopRule):

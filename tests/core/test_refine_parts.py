@@ -156,3 +156,15 @@ def test_deprecated_names_warn_and_agree():
         assert nlg.NoiseLevel is nlg.SchedulePoint
     with pytest.warns(DeprecationWarning, match="prompt_image_seed"):
         assert sampling.image_seed(2, 3, 4) == 2 * 10_000_000 + 3 * 1_000 + 4
+
+
+def test_options_or_arguments_not_both():
+    from nlg import RefineOptions
+
+    x0 = torch.randn(2, 1, 4, 4, generator=gen(11))
+    fn = lambda x: torch.cos(x)  # noqa: E731
+    by_options = refine_noise(x0, fn, options=RefineOptions(refining_steps=3, noise_level=0.0))
+    by_arguments = refine_noise(x0, fn, refining_steps=3, noise_level=0.0)
+    assert torch.equal(by_options.latents, by_arguments.latents)
+    with pytest.raises(TypeError, match="refining_steps"):
+        refine_noise(x0, fn, options=RefineOptions(), refining_steps=3)
