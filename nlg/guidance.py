@@ -55,6 +55,11 @@ class NLGRefinement:
     evaluations: Optional[Tensor] = None
 
 
+def _setting(name: str) -> property:
+    """A read-only attribute that reads ``self.options.<name>``."""
+    return property(lambda self: getattr(self.options, name), doc=f"``options.{name}`` (read-only).")
+
+
 class NoiseLevelGuidance:
     r"""Noise Level Guidance (Mannering, Huang and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936).
 
@@ -120,18 +125,18 @@ class NoiseLevelGuidance:
             stop_tolerance=stop_tolerance, stop_window=stop_window, stop_signal=stop_signal,
         )
 
-    # The settings, read-only: build a new object (or ``options.replace``) to change them.
-    refining_steps = property(lambda self: self.options.refining_steps, doc="``options.refining_steps`` (read-only).")
-    step_size = property(lambda self: self.options.step_size, doc="``options.step_size`` (read-only).")
-    clip_threshold = property(lambda self: self.options.clip_threshold, doc="``options.clip_threshold`` (read-only).")
-    noise_level = property(lambda self: self.options.noise_level, doc="``options.noise_level`` (read-only).")
-    normalize_latents = property(lambda self: self.options.normalize_latents, doc="``options.normalize_latents`` (read-only).")
-    boundary_control = property(lambda self: self.options.boundary_control, doc="``options.boundary_control`` (read-only).")
-    guidance_formula_gamma = property(lambda self: self.options.guidance_formula_gamma, doc="``options.guidance_formula_gamma`` (read-only).")
-    reference_timestep = property(lambda self: self.options.reference_timestep, doc="``options.reference_timestep`` (read-only).")
-    stop_tolerance = property(lambda self: self.options.stop_tolerance, doc="``options.stop_tolerance`` (read-only).")
-    stop_window = property(lambda self: self.options.stop_window, doc="``options.stop_window`` (read-only).")
-    stop_signal = property(lambda self: self.options.stop_signal, doc="``options.stop_signal`` (read-only).")
+    # The settings, read-only (``self.options`` holds them): build a new object to change them.
+    refining_steps = _setting("refining_steps")
+    step_size = _setting("step_size")
+    clip_threshold = _setting("clip_threshold")
+    noise_level = _setting("noise_level")
+    normalize_latents = _setting("normalize_latents")
+    boundary_control = _setting("boundary_control")
+    guidance_formula_gamma = _setting("guidance_formula_gamma")
+    reference_timestep = _setting("reference_timestep")
+    stop_tolerance = _setting("stop_tolerance")
+    stop_window = _setting("stop_window")
+    stop_signal = _setting("stop_signal")
 
     @classmethod
     def from_options(cls, options: RefineOptions) -> "NoiseLevelGuidance":
