@@ -12,7 +12,8 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-from ..utils.checks import check_generator, check_int, check_number, check_tensor
+from ..utils.checks import check_generator as _check_generator
+from ..utils.checks import check_int, check_number, check_tensor
 from ..utils.types import GeneratorLike
 
 __all__ = ["check_latents", "check_timesteps", "alphas_cumprod_of", "draw", "check_generator", "check_int", "check_number"]
@@ -21,6 +22,11 @@ __all__ = ["check_latents", "check_timesteps", "alphas_cumprod_of", "draw", "che
 def check_latents(latents: Any, name: str = "latents") -> Tensor:
     """Raise unless ``latents`` is a floating-point tensor of shape (B, C, H, W) (:func:`nlg.utils.checks.check_tensor`)."""
     return check_tensor(latents, name, rank=4, finite=False)
+
+
+def check_generator(generator: GeneratorLike, batch_size: int) -> GeneratorLike:
+    """:func:`nlg.utils.checks.check_generator` for training, where a tuple of generators is accepted too."""
+    return _check_generator(generator, batch_size, allow_tuple=True)
 
 
 def check_timesteps(timesteps: Any, num_train_timesteps: int, name: str = "timesteps") -> Tensor:

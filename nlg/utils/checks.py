@@ -68,12 +68,23 @@ def check_number(
     return float(value)
 
 
-def check_generator(generator: GeneratorLike, batch: Optional[int] = None, *, name: str = "generator") -> GeneratorLike:
-    """Raise unless ``generator`` is ``None``, a ``torch.Generator``, or a list (or tuple) of them
-    holding ``batch`` generators (any number if ``batch`` is None); return it."""
+def check_generator(
+    generator: GeneratorLike, batch: Optional[int] = None, *, name: str = "generator", allow_tuple: bool = False
+) -> GeneratorLike:
+    """Raise unless ``generator`` is ``None``, a ``torch.Generator``, or a list of them holding ``batch``
+    generators (any number if ``batch`` is None); return it.
+
+    Args:
+        generator (`torch.Generator` or `List[torch.Generator]`, *optional*): the value to check.
+        batch (`int`, *optional*): the required list length (the batch size).
+        name (`str`, defaults to ``"generator"``): the parameter's name, used in the message.
+        allow_tuple (`bool`, defaults to False): also accept a tuple of generators (:mod:`nlg.training`
+            does; the pipelines follow diffusers, which takes a list).
+    """
     if generator is None or isinstance(generator, torch.Generator):
         return generator
-    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+    kinds = (list, tuple) if allow_tuple else list
+    if not isinstance(generator, kinds) or not all(isinstance(g, torch.Generator) for g in generator):
         raise TypeError(f"{name} must be a torch.Generator, a list of them, or None; got {type(generator).__name__}")
     if batch is not None and len(generator) != batch:
         raise ValueError(f"{name} is a list of {len(generator)} generators but the batch holds {batch} samples")
