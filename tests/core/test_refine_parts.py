@@ -4,6 +4,7 @@ a hand computation or a property, never against the loop's own output."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
@@ -142,8 +143,6 @@ def test_shared_checks_name_the_parameter():
 def test_deprecated_names_warn_and_agree():
     from diffusers import DDPMScheduler
 
-    from nlg.shapes import sampling
-
     scheduler = DDPMScheduler(num_train_timesteps=10)
     with pytest.warns(DeprecationWarning, match="schedule_point_at"):
         old = nlg.noise_level_at(scheduler, 3)
@@ -154,8 +153,10 @@ def test_deprecated_names_warn_and_agree():
         nlg.strength_for_noise_level(scheduler, 1.0, 4)
     with pytest.warns(DeprecationWarning, match="SchedulePoint"):
         assert nlg.NoiseLevel is nlg.SchedulePoint
-    with pytest.warns(DeprecationWarning, match="prompt_image_seed"):
-        assert sampling.image_seed(2, 3, 4) == 2 * 10_000_000 + 3 * 1_000 + 4
+    from nlg.shapes import train
+
+    with pytest.warns(DeprecationWarning, match="safetensors_sha256"):
+        assert train.weights_sha256(Path(__file__).parent) == {}  # no *.safetensors here
 
 
 def test_options_or_arguments_not_both():
