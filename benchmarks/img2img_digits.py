@@ -4,7 +4,7 @@
     python -m benchmarks.img2img_digits --quick   # the first 60 held-out digits
 
 Held-out digit ``i`` of class ``a`` is prompted with ``b = (a + 1 + i mod 9) mod 10`` (never ``a``).
-For each strength the start ``t_s`` and ``ᾱ`` come from :func:`nlg.noise_level_for_strength` with the
+For each strength the start ``t_s`` and ``ᾱ`` come from :func:`nlg.schedule_point_for_strength` with the
 pipeline's DDIM (25 steps, trailing); ``x_{t_s} = √ᾱ x₀ + √(1−ᾱ) ε`` with the same per-sample ε in
 every row, and DDIM runs from ``t_s`` with CFG scale 1 (the conditional model).  "NLG-ε" refines ε
 with :func:`nlg.img2img_direction`: the CFG direction at ``(x_{t_s}, t_s)``, image term fixed,
@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from nlg import img2img_direction, noise_level_for_strength, refine_noise
+from nlg import img2img_direction, schedule_point_for_strength, refine_noise
 from nlg.digits import DigitsEvaluator, load_split, per_sample_generators
 
 from .beyond_common import command, cfg_digits_direction, load_pipe, sample_from, write_results
@@ -52,7 +52,7 @@ def main() -> None:
     noise = pipe.prepare_latents(count, gens)  # the same ε for every row
     rows: List[Dict[str, Any]] = []
     for strength in args.strengths:
-        level = noise_level_for_strength(pipe.scheduler, strength, STEPS)
+        level = schedule_point_for_strength(pipe.scheduler, strength, STEPS)
         pipe.scheduler.set_timesteps(STEPS)
         timesteps = pipe.scheduler.timesteps[STEPS - level.denoising_steps :]
         t_s = int(timesteps[0])

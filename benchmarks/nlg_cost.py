@@ -165,11 +165,11 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
             specs.append(("schedule", s, Refiner(kind="euler", steps=4, etas=(2.0, 4.0, 6.0, 8.0))))
     per_section["schedule"] = specs
     per_section["stop"] = [
-        ("stop", s, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal=signal, stop_threshold=threshold,
+        ("stop", s, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal=signal, stop_tolerance=threshold,
                             stop_window=window))
         for s in (0.0, 1.0) for signal, threshold, window, eta, kmax in stop_grid(quick, s)
     ]
-    per_section["stop2"] = [("stop", 0.0, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_threshold=t))
+    per_section["stop2"] = [("stop", 0.0, Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_tolerance=t))
                             for t, eta, kmax in ((0.5, 2.0, 10), (0.6, 4.0, 5)) + (((0.2, 2.0, 10), (0.3, 2.0, 10)) if model == "flow" else ())]
     per_section["frontier"] = frontier_grid(model, quick)
     per_section["frontier2"] = frontier_extra(model)
@@ -199,7 +199,7 @@ def frontier_grid(model: str, quick: bool) -> List[Spec]:
     early = 700.0 if model == "digits" else 0.94
 
     def gate(threshold: float, kmax: int) -> Refiner:
-        return Refiner(kind="euler", steps=kmax, step_size=1.0, stop_signal="radial", stop_threshold=threshold,
+        return Refiner(kind="euler", steps=kmax, step_size=1.0, stop_signal="radial", stop_tolerance=threshold,
                        reference=base)
 
     if quick:
@@ -213,7 +213,7 @@ def frontier_grid(model: str, quick: bool) -> List[Spec]:
 
 
 def _gate(threshold: float, kmax: int, eta: float = 1.0, reference: Optional[float] = None) -> Refiner:
-    return Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_threshold=threshold, reference=reference)
+    return Refiner(kind="euler", steps=kmax, step_size=eta, stop_signal="radial", stop_tolerance=threshold, reference=reference)
 
 
 def frontier_extra(model: str) -> List[Spec]:
@@ -255,7 +255,7 @@ def run_row(model: Any, evaluator: DigitsEvaluator, section: str, scale: float, 
         etas="/".join(f"{e:g}" for e in refiner.etas), path_length=refiner.path_length,
         clip_threshold="none" if refiner.clip_threshold is None else refiner.clip_threshold,
         noise_level=refiner.noise_level, reference="" if refiner.reference is None else refiner.reference,
-        stop_signal=refiner.stop_signal or "", stop_threshold=refiner.stop_threshold if refiner.stop_signal else "",
+        stop_signal=refiner.stop_signal or "", stop_threshold=refiner.stop_tolerance if refiner.stop_signal else "",
         stop_window=refiner.stop_window if refiner.stop_signal else "", min_steps=refiner.min_steps if refiner.stop_signal else "",
         samples=len(labels), seed=seed, mean_evals=float(evals.mean()), min_evals=int(evals.min()), max_evals=int(evals.max()),
         unet_evals=2 * float(evals.mean()) + model.sampler_evals(scale), accuracy=metrics.accuracy,
@@ -290,7 +290,7 @@ TIMING_CONFIGS = [
     ("K=10 η=2", euler(10, 2.0)),
     ("K=4 η=5 (for_budget(4))", euler(4, 5.0)),
     ("K=1 η=20 (for_budget(1))", euler(1, 20.0)),
-    ("radial stop 0.4, η=1, K≤20", Refiner(kind="euler", steps=20, step_size=1.0, stop_signal="radial", stop_threshold=0.4)),
+    ("radial stop 0.4, η=1, K≤20", Refiner(kind="euler", steps=20, step_size=1.0, stop_signal="radial", stop_tolerance=0.4)),
 ]
 
 

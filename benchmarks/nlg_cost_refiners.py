@@ -8,22 +8,27 @@ Every schedule is the NLG update of arXiv 2509.13936 (Mannering, Huang and Pruge
                                          n ← Π(n − η (d₁ + d₂)/2 + √λ z)
 
 ``η_k`` may vary per step (a decaying schedule).  Noise ``z`` is drawn per sample from that sample's
-own generator, so an image never depends on its batch.  The fixed-``η`` Euler schedule is run by
-:func:`nlg.refine_noise` itself (see :func:`refine`), so the headline rows measure the library code.
+own generator, so an image never depends on its batch.  Every schedule runs through :func:`nlg.refine_noise`
+itself, built from its public parts: a per-step ``η_k`` is a tuple ``step_size``, Heun is the direction
+:func:`heun_direction` (the averaged clipped directions, so ``refine_noise`` runs unclipped), and the
+stopping signals the library does not ship (``cosine``, ``drift``, ``min_steps``) are stopping-rule
+objects (:class:`nlg.core.stopping.StreakRule`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from nlg import refine_noise
+from nlg.core.options import RefineOptions
+from nlg.core.steps import clip_direction, per_sample_norm, project_to_sphere, radial_share
+from nlg.core.stopping import NormChange, Radial, StopRule, StreakRule
 
-__all__ = ["Refiner", "refine", "schedule_loop", "SIGNALS"]
+__all__ = ["Refiner", "refine", "heun_direction", "Cosine", "Drift", "MinSteps", "SIGNALS"]
 
 DirectionFn = Callable[..., Tensor]
 
@@ -40,7 +45,8 @@ class Refiner:
         clip_threshold (`float`, *optional*, defaults to 0.5): τ; None = no clipping.
         noise_level (`float`, defaults to 0.001): λ per step.
         stop_signal (`str`, *optional*): adaptive stopping signal (see :data:`SIGNALS`).
-        stop_threshold (`float`, defaults to 0.0): the signal's threshold.
+        stop_tolerance (`float`, defaults to 0.0): the signal's threshold (``stop_tolerance`` of
+            :class:`nlg.core.options.RefineOptions`; the CSV column keeps its old name ``stop_threshold``).
         stop_window (`int`, defaults to 1): consecutive steps the signal must hold.
         min_steps (`int`, defaults to 1): never stop before this many evaluations.
         reference (`float`, *optional*): digits: reference timestep (None = 999); flow: σ_r.
@@ -53,11 +59,20 @@ class Refiner:
     clip_threshold: Optional[float] = 0.5
     noise_level: float = 0.001
     stop_signal: Optional[str] = None
-    stop_threshold: float = 0.0
+    stop_tolerance: float = 0.0
     stop_window: int = 1
     min_steps: int = 1
     reference: Optional[float] = None
     label: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "euler", "heun"):
+            raise ValueError(f"kind must be 'none', 'euler' or 'heun', got {self.kind!r}")
+        if self.stop_signal is not None and self.stop_signal not in SIGNALS:
+            raise ValueError(f"stop_signal must be one of {sorted(SIGNALS)}, got {self.stop_signal!r}")
+        if self.kind == "heun" and (self.stop_signal is not None or self.etas):
+            raise ValueError("heun runs with a fixed step_size and without adaptive stopping")
+        self.stop_rule()  # validate the stopping settings once
 
     @property
     def step_sizes(self) -> List[float]:
@@ -76,6 +91,22 @@ class Refiner:
         return 2 * self.steps if self.kind == "heun" else len(self.step_sizes)
 
     @property
+    def options(self) -> RefineOptions:
+        """The :class:`~nlg.core.options.RefineOptions` of :func:`nlg.refine_noise` for this setting (Heun: unclipped, see :func:`heun_direction`)."""
+        steps = len(self.step_sizes)
+        return RefineOptions(
+            refining_steps=steps, step_size=tuple(self.etas) if self.etas else self.step_size,
+            clip_threshold=None if self.kind == "heun" else self.clip_threshold, noise_level=self.noise_level,
+        )
+
+    def stop_rule(self) -> Optional[StopRule]:
+        """The stopping-rule object of ``stop_signal`` (None without stopping)."""
+        if self.stop_signal is None:
+            return None
+        rule = SIGNALS[self.stop_signal][2](self.stop_tolerance, self.stop_window)
+        return MinSteps(rule, self.min_steps) if self.min_steps > 1 else rule
+
+    @property
     def name(self) -> str:
         if self.label:
             return self.label
@@ -85,132 +116,103 @@ class Refiner:
         etas = "/".join(f"{e:g}" for e in self.etas) if self.etas else f"{self.step_size:g}"
         text = f"{self.kind} K={self.steps} η={etas} τ={clip} λ={self.noise_level:g}"
         if self.stop_signal:
-            text += f" stop {self.stop_signal}≶{self.stop_threshold:g} w{self.stop_window} min{self.min_steps}"
+            text += f" stop {self.stop_signal}≶{self.stop_tolerance:g} w{self.stop_window} min{self.min_steps}"
         if self.reference is not None:
             text += f" ref={self.reference:g}"
         return text
 
 
-def _norm(x: Tensor) -> Tensor:
-    return x.flatten(1).norm(dim=1)
+@dataclass(frozen=True)
+class Cosine(StreakRule):
+    """Hit when successive raw directions agree: ``cos(d_k, d_{k−1}) > tolerance`` (from the second evaluation)."""
+
+    tolerance: float
+    window: int = 1
+
+    def start(self, batch: int) -> Dict[str, Any]:
+        return {"streak": torch.zeros(batch, dtype=torch.long)}
+
+    def hit(self, state: Dict[str, Any], info: Dict[str, Any]) -> Optional[Tensor]:
+        d, index = info["direction"], info["index"]
+        if "previous" not in state:
+            state["previous"] = torch.zeros((len(state["streak"]),) + d.shape[1:], dtype=d.dtype, device=d.device)
+        previous = state["previous"][index]
+        state["previous"][index] = d
+        return None if info["step"] == 0 else -radial_share(d, previous) > self.tolerance
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+@dataclass(frozen=True)
+class Drift(StreakRule):
+    """Hit once the direction has changed this much since the start: ``‖d_k − d_1‖ / ‖d_1‖ > tolerance``."""
+
+    tolerance: float
+    window: int = 1
+
+    def hit(self, state: Dict[str, Any], info: Dict[str, Any]) -> Optional[Tensor]:
+        d = info["direction"]
+        if info["step"] == 0:
+            state["first"] = d.clone()
+            return None
+        first = state["first"][info["index"]]
+        norm = lambda x: per_sample_norm(x).flatten()  # noqa: E731
+        return norm(d - first) / norm(first).clamp_min(1e-12) > self.tolerance
 
 
-def _clip(d: Tensor, tau: Optional[float]) -> Tensor:
-    if tau is None:
-        return d
-    return d * _bcast((tau / _norm(d)).clamp(max=1.0), d)
+@dataclass(frozen=True)
+class MinSteps:
+    """``rule``, but a sample never stops before ``min_steps`` evaluations (its streak still counts)."""
+
+    rule: Any
+    min_steps: int
+
+    @property
+    def window(self) -> int:
+        return self.rule.window
+
+    @property
+    def keeps_previous(self) -> bool:
+        return self.rule.keeps_previous
+
+    def start(self, batch: int) -> Dict[str, Any]:
+        return self.rule.start(batch)
+
+    def __call__(self, state: Dict[str, Any], info: Dict[str, Any]) -> Tensor:
+        return self.rule(state, info) & (info["evaluations"] >= self.min_steps)
 
 
-def _project(x: Tensor) -> Tensor:
-    return x * _bcast(math.sqrt(x[0].numel()) / _norm(x), x)
-
-
-def _noise(shape: torch.Size, generators: Sequence[torch.Generator]) -> Tensor:
-    return torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
-
-
-def _cosine(a: Tensor, b: Tensor) -> Tensor:
-    return (a.flatten(1) * b.flatten(1)).sum(1) / (_norm(a) * _norm(b)).clamp_min(1e-12)
-
-
-#: Adaptive-stopping signals, computed per sample after evaluation k ≥ 2 from the raw directions
-#: d₁ … d_k and the latents n_{k−1} at which d_k was evaluated; a sample stops when the signal is
-#: below (``<``) or above (``>``) the threshold for ``stop_window`` consecutive evaluations.
+#: Adaptive-stopping signals, computed per sample after each evaluation from the raw directions
+#: d₁ … d_k and the latents n_{k−1} at which d_k was evaluated: (direction, meaning, rule).  ``norm``
+#: and ``radial`` are the library's :class:`~nlg.core.stopping.NormChange` and :class:`~nlg.core.stopping.Radial`
+#: (``stop_signal="norm_change"`` / ``"radial"``).
 SIGNALS = {
-    "norm": ("<", "|‖d_k‖ − ‖d_{k−1}‖| / ‖d_{k−1}‖ (the library's existing rule)"),
-    "cosine": (">", "cos(d_k, d_{k−1}): successive directions agree"),
-    "drift": (">", "‖d_k − d_1‖ / ‖d_1‖: the direction has changed this much since the start"),
-    "radial": (">", "−⟨d_k, n_{k−1}⟩ / (‖d_k‖ ‖n_{k−1}‖): share of the step −η d_k along n, which the projection removes"),
+    "norm": ("<", "|‖d_k‖ − ‖d_{k−1}‖| / ‖d_{k−1}‖ (the library's existing rule)", NormChange),
+    "cosine": (">", "cos(d_k, d_{k−1}): successive directions agree", Cosine),
+    "drift": (">", "‖d_k − d_1‖ / ‖d_1‖: the direction has changed this much since the start", Drift),
+    "radial": (">=", "−⟨d_k, n_{k−1}⟩ / (‖d_k‖ ‖n_{k−1}‖): share of the step −η d_k along n, which the projection removes", Radial),
 }
 
 
-#: Signals :func:`nlg.refine_noise` implements itself (benchmark name -> ``stop_signal``); rows with
-#: these and ``min_steps = 1`` run the library code.
-LIBRARY_SIGNALS = {None: None, "norm": "norm_change", "radial": "radial"}
+def heun_direction(direction_fn: DirectionFn, step_size: float, clip_threshold: Optional[float]) -> DirectionFn:
+    """Heun's averaged direction ``(clip_τ(d(n)) + clip_τ(d(Π(n − η clip_τ(d(n)))))) / 2`` (2 evaluations).
 
+    Already clipped: run :func:`nlg.refine_noise` with ``clip_threshold=None``; it then steps
+    ``n ← Π(n − η·that + √λ z)``.
+    """
 
-def _signal(name: str, d: Tensor, d_prev: Tensor, d_first: Tensor, n: Tensor) -> Tensor:
-    if name == "norm":
-        prev = _norm(d_prev)
-        return (_norm(d) - prev).abs() / prev.clamp_min(1e-12)
-    if name == "cosine":
-        return _cosine(d, d_prev)
-    if name == "drift":
-        return _norm(d - d_first) / _norm(d_first).clamp_min(1e-12)
-    if name == "radial":
-        return -_cosine(d, n)
-    raise ValueError(f"stop_signal must be one of {sorted(SIGNALS)}, got {name!r}")
+    def direction(x: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        d1 = clip_direction(direction_fn(x, index=index), clip_threshold)
+        d2 = clip_direction(direction_fn(project_to_sphere(x - step_size * d1), index=index), clip_threshold)
+        return (d1 + d2) / 2
 
-
-@torch.inference_mode()
-def schedule_loop(
-    latents: Tensor, direction_fn: DirectionFn, refiner: Refiner, generators: Sequence[torch.Generator]
-) -> Tuple[Tensor, Tensor]:
-    """Run ``refiner`` (Euler with per-step η, Heun, optional adaptive stopping); returns (latents, evaluations per sample)."""
-    n = latents.clone()
-    batch = n.shape[0]
-    evaluations = torch.zeros(batch, dtype=torch.long)
-    active = torch.arange(batch)
-    first: Optional[Tensor] = None
-    prev: Optional[Tensor] = None
-    streak = torch.zeros(batch, dtype=torch.long)
-    for k, eta in enumerate(refiner.step_sizes):
-        if len(active) == 0:
-            break
-        gens = [generators[i] for i in active]
-        x = n[active]
-        index = None if len(active) == batch else active
-        d = direction_fn(x, index=index)
-        evaluations[active] += 1
-        d1 = _clip(d, refiner.clip_threshold)
-        if refiner.kind == "heun":
-            x_pred = _project(x - eta * d1)
-            d2 = _clip(direction_fn(x_pred, index=index), refiner.clip_threshold)
-            evaluations[active] += 1
-            step = eta * (d1 + d2) / 2
-        elif refiner.kind == "euler":
-            step = eta * d1
-        else:
-            raise ValueError(f"unknown refiner kind {refiner.kind!r}")
-        x_new = x - step
-        if refiner.noise_level > 0:
-            x_new = x_new + math.sqrt(refiner.noise_level) * _noise(x.shape, gens)
-        n[active] = _project(x_new)
-        if refiner.stop_signal is not None:
-            raw = d.clone()
-            if first is None:
-                first = torch.zeros_like(n)
-                prev = torch.zeros_like(n)
-            if k == 0:
-                first[active] = raw
-            if k > 0 or refiner.stop_signal == "radial":  # the others compare with an earlier direction
-                value = _signal(refiner.stop_signal, raw, prev[active], first[active], x)
-                direction = SIGNALS[refiner.stop_signal][0]
-                hit = value < refiner.stop_threshold if direction == "<" else value > refiner.stop_threshold
-                streak[active] = torch.where(hit, streak[active] + 1, torch.zeros_like(streak[active]))
-            prev[active] = raw
-            done = (streak[active] >= refiner.stop_window) & (evaluations[active] >= refiner.min_steps)
-            active = active[~done]
-    return n, evaluations
+    return direction
 
 
 def refine(latents: Tensor, direction_fn: DirectionFn, refiner: Refiner, generators: Sequence[torch.Generator]) -> Tuple[Tensor, Tensor]:
-    """Refine with :func:`nlg.refine_noise` for the paper's fixed-η Euler schedule, else :func:`schedule_loop`."""
+    """Refine with :func:`nlg.refine_noise`; returns (latents, direction evaluations per sample)."""
     batch = latents.shape[0]
     if refiner.kind == "none":
         return latents, torch.zeros(batch, dtype=torch.long)
-    if refiner.kind == "euler" and not refiner.etas and refiner.stop_signal in LIBRARY_SIGNALS and refiner.min_steps <= 1:
-        stop = {} if refiner.stop_signal is None else dict(
-            stop_tolerance=refiner.stop_threshold, stop_window=refiner.stop_window,
-            stop_signal=LIBRARY_SIGNALS[refiner.stop_signal],
-        )
-        out = refine_noise(
-            latents, direction_fn, refining_steps=refiner.steps, step_size=refiner.step_size,
-            clip_threshold=refiner.clip_threshold, noise_level=refiner.noise_level, generator=list(generators), **stop,
-        )
-        return out.latents, out.evaluations
-    return schedule_loop(latents, direction_fn, refiner, generators)
+    if refiner.kind == "heun":
+        direction_fn = heun_direction(direction_fn, refiner.step_size, refiner.clip_threshold)
+    out = refine_noise(latents, direction_fn, options=refiner.options, stop=refiner.stop_rule(), generator=list(generators))
+    return out.latents, out.evaluations * (2 if refiner.kind == "heun" else 1)

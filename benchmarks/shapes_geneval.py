@@ -37,7 +37,7 @@ from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_PIPELINE, load_pipeline
 from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, image_seed, score_batch
-from nlg.shapes.train import weights_sha256
+from nlg.shapes.train import safetensors_sha256
 from nlg.utils.io import atomic_write, atomic_write_text
 
 from .common import RESULTS, command, markdown_table, write_csv, write_markdown
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prompts = [p for t in TASKS for p in [q for q in prompts if q["tag"] == t][:2]]
     tags = [p["tag"] for p in prompts]
     folder = Path(args.weights) if args.weights else DEFAULT_PIPELINE
-    sha = weights_sha256(folder)
+    sha = safetensors_sha256(folder)
     key = hashlib.sha256(json.dumps(sha, sort_keys=True).encode()).hexdigest()
     pipe = load_pipeline(folder)
     start = time.perf_counter()

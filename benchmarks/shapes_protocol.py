@@ -62,7 +62,7 @@ from nlg.shapes import DEFAULT_INFERENCE_STEPS, DEFAULT_PIPELINE, load_pipeline
 from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts
 from nlg.shapes.sampling import SamplingConfig, generate, score_batch, shuffled_prompts, split_seed
-from nlg.shapes.train import weights_sha256
+from nlg.shapes.train import safetensors_sha256
 from nlg.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -293,7 +293,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.settings and not set(args.settings) <= known:
         raise SystemExit(f"error: unknown --settings {sorted(set(args.settings) - known)}; see --list")
     folder = Path(args.pipeline) if args.pipeline else DEFAULT_PIPELINE
-    sha = weights_sha256(folder)
+    sha = safetensors_sha256(folder)
     model_key = hashlib.sha256(json.dumps(sha, sort_keys=True).encode()).hexdigest()[:16]
     pipe = load_pipeline(folder)
     cache = Cache(args.cache, model_key, args.split, texts, directions)

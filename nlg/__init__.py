@@ -7,7 +7,7 @@ a diffusers Stable Diffusion / SDXL pipeline in two lines.
 
 Layers, imported one way only (each imports only those above it in this list):
 
-- :mod:`nlg.core`: ``refine_noise``, direction formulas, schedule helpers; no model code;
+- :mod:`nlg.utils` and :mod:`nlg.core`: shared types and checks; ``refine_noise``, ``RefineOptions``, direction formulas, schedule helpers; no model code;
 - :mod:`nlg.adapters`: one adapter per model family (diffusers SD/SDXL, flow matching);
 - ``nlg.guidance``, ``nlg.img2img``, ``nlg.autoguidance``: methods composed from core and adapters;
 - :mod:`nlg.training` (training-time noise), :mod:`nlg.eval` (metrics, run folders, plots);
@@ -15,16 +15,18 @@ Layers, imported one way only (each imports only those above it in this list):
 """
 
 from .core import (
-    NoiseLevel,
+    RefineOptions,
     RefineOutput,
+    SchedulePoint,
     cfg_direction,
-    noise_level_at,
-    noise_level_for_strength,
     refine_noise,
-    strength_for_noise_level,
+    schedule_point_at,
+    schedule_point_for_strength,
+    strength_for_sigma,
     strength_table,
     to_epsilon,
 )
+from .core.noise_levels import noise_level_at, noise_level_for_strength, strength_for_noise_level  # deprecated aliases
 from .adapters import DiffusersAdapter, FlowMatchingAdapter, GuidanceAdapter, flow_direction, get_adapter
 from .guidance import NLGRefinement, NoiseLevelGuidance
 from .img2img import NoiseLevelImg2Img, img2img_direction
@@ -34,6 +36,7 @@ __all__ = [
     "NoiseLevelGuidance",
     "NLGRefinement",
     "RefineOutput",
+    "RefineOptions",
     "refine_noise",
     "cfg_direction",
     "to_epsilon",
@@ -48,11 +51,15 @@ __all__ = [
     "flow_direction",
     "NoiseLevelImg2Img",
     "img2img_direction",
-    "NoiseLevel",
-    "noise_level_at",
-    "noise_level_for_strength",
-    "strength_for_noise_level",
+    "SchedulePoint",
+    "schedule_point_at",
+    "schedule_point_for_strength",
+    "strength_for_sigma",
     "strength_table",
 ]
+
+from .utils.deprecation import deprecated_attributes as _deprecated_attributes  # noqa: E402
+
+__getattr__ = _deprecated_attributes(__name__, {"NoiseLevel": ("nlg.SchedulePoint", lambda: SchedulePoint)})
 
 __version__ = "0.1.0"

@@ -9,7 +9,6 @@ The class holds the configuration (as diffusers' schedulers and guiders do); the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -18,14 +17,10 @@ from torch import Tensor
 
 from .adapters.auto import get_adapter
 from .adapters.base import ENCODE_KWARGS, SDXL_SIZE_KWARGS, check_pipeline_kwargs
-from .core.refine import (
-    GeneratorLike,
-    check_latents_tensor,
-    refine_noise,
-    validate_generator,
-    validate_refine_options,
-    validate_stopping,
-)
+from .core.options import RefineOptions
+from .core.refine import refine_noise
+from .utils.checks import check_generator, check_int, check_number, check_tensor
+from .utils.types import GeneratorLike
 
 __all__ = ["NoiseLevelGuidance", "NLGRefinement"]
 
@@ -60,8 +55,16 @@ class NLGRefinement:
     evaluations: Optional[Tensor] = None
 
 
+def _setting(name: str) -> property:
+    """A read-only attribute that reads ``self.options.<name>``."""
+    return property(lambda self: getattr(self.options, name), doc=f"``options.{name}`` (read-only).")
+
+
 class NoiseLevelGuidance:
     r"""Noise Level Guidance (Mannering, Huang and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936).
+
+    The settings live in one validated :class:`~nlg.core.options.RefineOptions` (``self.options``); the
+    keyword arguments below build it, :meth:`from_options` takes one.
 
     Refines the initial noise n by K steps of ``n ← normalise(n − η·clip(ε(n|c) − ε(n|∅)) + √λ z)``, with
     the model evaluated at the last training timestep on ``[n, n]`` with (negative, positive)
@@ -70,8 +73,8 @@ class NoiseLevelGuidance:
     Args:
         refining_steps (`int`, defaults to 20):
             Number of refinement steps K (paper: 20). 0 reproduces the plain pipeline exactly.
-        step_size (`float`, defaults to 1.0):
-            Step size η (paper: 1.0).
+        step_size (`float` or `Tuple[float, ...]`, defaults to 1.0):
+            Step size η (paper: 1.0), or one η_k per step.
         clip_threshold (`float`, *optional*, defaults to 0.5):
             Per-sample norm bound on the direction (paper: 0.5); ``None`` disables clipping.
         noise_level (`float`, defaults to 0.001):
@@ -115,31 +118,34 @@ class NoiseLevelGuidance:
         stop_window: int = 3,
         stop_signal: str = "norm_change",
     ) -> None:
-        validate_refine_options(
-            refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
+        self.options = RefineOptions(
+            refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level,
+            normalize_latents=normalize_latents, boundary_control=boundary_control,
+            guidance_formula_gamma=guidance_formula_gamma, reference_timestep=reference_timestep,
+            stop_tolerance=stop_tolerance, stop_window=stop_window, stop_signal=stop_signal,
         )
-        if guidance_formula_gamma is not None and (
-            isinstance(guidance_formula_gamma, bool) or not isinstance(guidance_formula_gamma, (int, float))
-        ):
-            raise TypeError(f"guidance_formula_gamma must be a number or None, got {type(guidance_formula_gamma).__name__}")
-        if guidance_formula_gamma is not None and not math.isfinite(guidance_formula_gamma):
-            raise ValueError(f"guidance_formula_gamma must be finite, got {guidance_formula_gamma}")
-        if reference_timestep is not None and (
-            isinstance(reference_timestep, bool) or not isinstance(reference_timestep, int) or reference_timestep < 0
-        ):
-            raise ValueError(f"reference_timestep must be a non-negative int or None, got {reference_timestep!r}")
-        self.refining_steps = refining_steps
-        self.step_size = step_size
-        self.clip_threshold = clip_threshold
-        self.noise_level = noise_level
-        self.normalize_latents = bool(normalize_latents)
-        self.boundary_control = bool(boundary_control)
-        self.guidance_formula_gamma = guidance_formula_gamma
-        self.reference_timestep = reference_timestep
-        validate_stopping(stop_tolerance, stop_window, stop_signal)
-        self.stop_tolerance = stop_tolerance
-        self.stop_window = stop_window
-        self.stop_signal = stop_signal
+
+    # The settings, read-only (``self.options`` holds them): build a new object to change them.
+    refining_steps = _setting("refining_steps")
+    step_size = _setting("step_size")
+    clip_threshold = _setting("clip_threshold")
+    noise_level = _setting("noise_level")
+    normalize_latents = _setting("normalize_latents")
+    boundary_control = _setting("boundary_control")
+    guidance_formula_gamma = _setting("guidance_formula_gamma")
+    reference_timestep = _setting("reference_timestep")
+    stop_tolerance = _setting("stop_tolerance")
+    stop_window = _setting("stop_window")
+    stop_signal = _setting("stop_signal")
+
+    @classmethod
+    def from_options(cls, options: RefineOptions) -> "NoiseLevelGuidance":
+        """NLG with these :class:`~nlg.core.options.RefineOptions` (e.g. read back with ``RefineOptions.from_json``)."""
+        if not isinstance(options, RefineOptions):
+            raise TypeError(f"options must be a RefineOptions, got {type(options).__name__}")
+        nlg = cls.__new__(cls)
+        nlg.options = options
+        return nlg
 
     @classmethod
     def for_budget(cls, evaluations: int, *, path_length: float = PAPER_PATH_LENGTH, **options: Any) -> "NoiseLevelGuidance":
@@ -171,14 +177,8 @@ class NoiseLevelGuidance:
         Returns:
             A :class:`NoiseLevelGuidance` with ``refining_steps = evaluations`` and ``step_size = L / K``.
         """
-        if isinstance(evaluations, bool) or not isinstance(evaluations, int):
-            raise TypeError(f"evaluations must be an int, got {type(evaluations).__name__}")
-        if evaluations < 1:
-            raise ValueError(f"evaluations must be >= 1, got {evaluations}")
-        if isinstance(path_length, bool) or not isinstance(path_length, (int, float)):
-            raise TypeError(f"path_length must be a number, got {type(path_length).__name__}")
-        if not path_length > 0 or path_length == float("inf"):
-            raise ValueError(f"path_length must be a finite number > 0, got {path_length}")
+        check_int(evaluations, "evaluations", minimum=1)
+        check_number(path_length, "path_length", strict=True)
         fixed = sorted({"refining_steps", "step_size"} & set(options))
         if fixed:
             raise TypeError(f"for_budget() sets {fixed} from evaluations and path_length; do not pass them")
@@ -186,8 +186,8 @@ class NoiseLevelGuidance:
 
     @property
     def path_length(self) -> float:
-        """``K·η``: the length of the refinement path before clipping (20 for the paper's defaults)."""
-        return self.refining_steps * self.step_size
+        """``K·η`` (``Σ η_k`` for per-step sizes): the length of the refinement path before clipping (20 for the paper's defaults)."""
+        return self.options.path_length
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
@@ -195,20 +195,8 @@ class NoiseLevelGuidance:
 
     @property
     def config(self) -> Dict[str, Any]:
-        """The constructor arguments, e.g. for a manifest."""
-        return {
-            "refining_steps": self.refining_steps,
-            "step_size": self.step_size,
-            "clip_threshold": self.clip_threshold,
-            "noise_level": self.noise_level,
-            "normalize_latents": self.normalize_latents,
-            "boundary_control": self.boundary_control,
-            "guidance_formula_gamma": self.guidance_formula_gamma,
-            "reference_timestep": self.reference_timestep,
-            "stop_tolerance": self.stop_tolerance,
-            "stop_window": self.stop_window,
-            "stop_signal": self.stop_signal,
-        }
+        """The settings as a JSON-ready dict, e.g. for a manifest (:meth:`RefineOptions.to_dict`)."""
+        return self.options.to_dict()
 
     def refine(
         self,
@@ -256,12 +244,7 @@ class NoiseLevelGuidance:
             batch, conditioning = adapter.encode(
                 prompt, num_images_per_prompt=num_images_per_prompt, negative_prompt=negative_prompt, **encode_kwargs
             )
-            if isinstance(generator, list) and len(generator) != batch:
-                raise ValueError(
-                    f"generator is a list of {len(generator)} generators but the batch holds {batch} images "
-                    "(prompts × num_images_per_prompt)"
-                )
-            validate_generator(generator, batch)
+            check_generator(generator, batch)  # batch = prompts × num_images_per_prompt
             shape = adapter.latent_shape(batch, height, width)
             dtype = conditioning["prompt_embeds"].dtype if "prompt_embeds" in conditioning else torch.float32
             if latents is None:
@@ -276,21 +259,7 @@ class NoiseLevelGuidance:
                 width=width,
                 **size_kwargs,
             )
-            result = refine_noise(
-                latents,
-                direction,
-                refining_steps=self.refining_steps,
-                step_size=self.step_size,
-                clip_threshold=self.clip_threshold,
-                noise_level=self.noise_level,
-                normalize_latents=self.normalize_latents,
-                boundary_control=self.boundary_control,
-                generator=generator,
-                stop_tolerance=self.stop_tolerance,
-                stop_window=self.stop_window,
-                stop_signal=self.stop_signal,
-                fixed_noise=fixed_noise,
-            )
+            result = refine_noise(latents, direction, options=self.options, generator=generator, fixed_noise=fixed_noise)
         # Clone outside inference mode so callers may use these anywhere.
         conditioning = {k: v.clone() if isinstance(v, Tensor) else v for k, v in conditioning.items()}
         return NLGRefinement(
@@ -339,9 +308,7 @@ class NoiseLevelGuidance:
 
 
 def _check_latents(latents: Tensor, shape: Tuple[int, ...]) -> None:
-    if not isinstance(latents, Tensor):
-        raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
-    check_latents_tensor(latents)
+    check_tensor(latents, "latents")
     if latents.ndim != len(shape):
         raise ValueError(f"latents must have rank {len(shape)} (shape {shape}), got shape {tuple(latents.shape)}")
     if latents.shape[0] != shape[0]:

@@ -1,6 +1,6 @@
 r"""Noise-level-aware img2img: refine the noise ε that img2img adds to the image, not the noisy latent.
 
-img2img starts at the timestep ``t_s`` picked by the denoising strength (:mod:`nlg.core.noise_levels`) from
+img2img starts at the timestep ``t_s`` picked by the denoising strength (:func:`nlg.schedule_point_for_strength`) from
 
 .. math::
     x_{t_s} = \sqrt{\bar\alpha_{t_s}}\, x_0 + \sqrt{1-\bar\alpha_{t_s}}\, \epsilon .
@@ -48,10 +48,12 @@ import torch
 from torch import Tensor
 
 from .guidance import NoiseLevelGuidance
-from .core.noise_levels import NoiseLevel, check_strength, noise_level_for_strength
+from .core.noise_levels import SchedulePoint, check_strength, schedule_point_for_strength
 from .adapters.base import ENCODE_KWARGS
 from .adapters.stable_diffusion import DiffusersAdapter
-from .core.refine import DirectionFn, GeneratorLike, accepts_index, refine_noise, validate_generator
+from .core.refine import DirectionFn, accepts_index, refine_noise
+from .utils.checks import check_generator
+from .utils.types import GeneratorLike
 
 __all__ = ["img2img_direction", "refined_add_noise", "Img2ImgRefinement", "NoiseLevelImg2Img"]
 
@@ -123,7 +125,7 @@ class Img2ImgRefinement:
         noise (`torch.Tensor`): the refined ε it used instead.
         step_norms (`torch.Tensor`): ‖d‖₂ per step and image, shape ``(refining_steps, B)``.
         evaluations (`torch.Tensor`): batched UNet evaluations per image.
-        level (`NoiseLevel`, *optional*): the start, from the strength (None with custom ``timesteps``/``sigmas``).
+        level (`SchedulePoint`, *optional*): the start, from the strength (None with custom ``timesteps``/``sigmas``).
         timestep (`int`): the training timestep at which the direction was evaluated.
     """
 
@@ -131,7 +133,7 @@ class Img2ImgRefinement:
     noise: Tensor
     step_norms: Tensor
     evaluations: Tensor
-    level: Optional[NoiseLevel]
+    level: Optional[SchedulePoint]
     timestep: int
 
 
@@ -183,10 +185,10 @@ class NoiseLevelImg2Img:
             raise TypeError("pass prompt (and negative_prompt), not prompt_embeds: NLG encodes them itself")
         level = None
         if pipeline_kwargs.get("timesteps") is None and pipeline_kwargs.get("sigmas") is None:
-            level = noise_level_for_strength(pipe.scheduler, strength, pipeline_kwargs.get("num_inference_steps", 50))
-        config = self.guidance.config
+            level = schedule_point_for_strength(pipe.scheduler, strength, pipeline_kwargs.get("num_inference_steps", 50))
+        options = self.guidance.options
         generator: GeneratorLike = pipeline_kwargs.get("generator")
-        validate_generator(generator)  # its length is the pipeline's to check
+        check_generator(generator)  # its length is the pipeline's to check
         encode_kwargs = {k: pipeline_kwargs[k] for k in ENCODE_KWARGS if k in pipeline_kwargs}
         _, conditioning = adapter.encode(
             prompt, num_images_per_prompt=pipeline_kwargs.get("num_images_per_prompt", 1), **encode_kwargs
@@ -196,15 +198,9 @@ class NoiseLevelImg2Img:
         def refine(clean: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
             t_ref = int(round(float(timesteps.flatten()[0])))
             alpha_bar = float(pipe.scheduler.alphas_cumprod[t_ref])
-            direction_at = adapter.direction_fn(conditioning, gamma=config["guidance_formula_gamma"], reference_timestep=t_ref)
-            result = refine_noise(
-                noise, img2img_direction(direction_at, clean, alpha_bar), generator=generator,
-                refining_steps=config["refining_steps"], step_size=config["step_size"],
-                clip_threshold=config["clip_threshold"], noise_level=config["noise_level"],
-                normalize_latents=config["normalize_latents"], boundary_control=config["boundary_control"],
-                stop_tolerance=config["stop_tolerance"], stop_window=config["stop_window"],
-                stop_signal=config["stop_signal"],
-            )
+            direction_at = adapter.direction_fn(conditioning, gamma=options.guidance_formula_gamma, reference_timestep=t_ref)
+            direction = img2img_direction(direction_at, clean, alpha_bar)
+            result = refine_noise(noise, direction, options=options, generator=generator)
             record.update(initial_noise=noise.clone(), noise=result.latents, step_norms=result.step_norms,
                           evaluations=result.evaluations, timestep=t_ref)
             return result.latents

@@ -15,7 +15,8 @@ from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple, Union, 
 import torch
 from torch import Tensor
 
-from ..core.refine import DirectionFn, GeneratorLike
+from ..core.refine import DirectionFn
+from ..utils.types import GeneratorLike
 
 __all__ = [
     "GuidanceAdapter",

@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 from ..core.directions import cfg_direction
-from ..core.refine import DirectionFn, GeneratorLike
+from ..core.refine import DirectionFn
+from ..utils.types import GeneratorLike
 from .base import EMBEDDING_KWARGS, prompt_batch_size
 
 __all__ = [

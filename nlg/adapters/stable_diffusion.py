@@ -16,7 +16,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from ..core.directions import PREDICTION_TYPES, cfg_direction, to_epsilon
-from ..core.refine import DirectionFn, GeneratorLike
+from ..core.refine import DirectionFn
+from ..utils.types import GeneratorLike
 from ..core.schedule import reference_alpha_bar
 from .base import EMBEDDING_KWARGS, Prompt, cfg_rows, check_prompt_embeds, prompt_batch_size
 

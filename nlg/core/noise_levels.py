@@ -1,14 +1,17 @@
-r"""One knob, four names: denoising strength ↔ start timestep ↔ noise level σ ↔ SNR, for any scheduler.
+r"""One knob, four names: denoising strength ↔ start timestep ↔ σ ↔ SNR, for any scheduler.
 
-img2img starts from ``x_{t_s} = a·x₀ + b·ε`` at a start timestep ``t_s`` that the *strength* picks,
-and "noise level" in the NLG sense is the same quantity.  The schedulers write the forward process in
-three ways:
+img2img starts from ``x_{t_s} = a·x₀ + b·ε`` at a start timestep ``t_s`` that the *strength* picks.
+A :class:`SchedulePoint` is such a point of the scheduler's forward process.  (Until this release it
+was called ``NoiseLevel``, and the functions ``noise_level_at``, ``noise_level_for_strength`` and
+``strength_for_noise_level``; those names still work for one release with a ``DeprecationWarning``:
+``noise_level`` now means only NLG's added-noise variance λ.)  The schedulers write the forward
+process in three ways:
 
 * DDPM-type (DDIM, DDPM, PNDM, DPM-Solver, UniPC, …): ``a = √ᾱ_t``, ``b = √(1−ᾱ_t)``;
 * Euler-type / Karras (Euler, Euler-ancestral, LMS, Heun, …): ``a = 1``, ``b = σ_t = √((1−ᾱ_t)/ᾱ_t)``;
 * flow matching (SD3, FLUX): ``a = 1−σ_t``, ``b = σ_t``.
 
-:class:`NoiseLevel` reports all of them on one scale (Kingma et al. 2021, https://arxiv.org/abs/2107.00630;
+:class:`SchedulePoint` reports all of them on one scale (Kingma et al. 2021, https://arxiv.org/abs/2107.00630;
 Karras et al. 2022, https://arxiv.org/abs/2206.00364):
 
 .. math::
@@ -36,18 +39,20 @@ from typing import Any, List, Optional
 
 import torch
 
+from ..utils.deprecation import deprecated_attributes, deprecated_function
+
 __all__ = [
-    "NoiseLevel",
+    "SchedulePoint",
     "check_strength",
-    "noise_level_at",
-    "noise_level_for_strength",
+    "schedule_point_at",
+    "schedule_point_for_strength",
     "strength_table",
-    "strength_for_noise_level",
+    "strength_for_sigma",
 ]
 
 
 @dataclass(frozen=True)
-class NoiseLevel:
+class SchedulePoint:
     """Where an img2img run starts, in every parameterisation.
 
     Args:
@@ -110,7 +115,7 @@ def _coefficients(scheduler: Any, timestep: torch.Tensor) -> "tuple[float, float
     return float(a), float(b)
 
 
-def noise_level_for_strength(scheduler: Any, strength: float, num_inference_steps: int) -> NoiseLevel:
+def schedule_point_for_strength(scheduler: Any, strength: float, num_inference_steps: int) -> SchedulePoint:
     """The start of an img2img run with ``strength`` and ``num_inference_steps``, as diffusers computes it.
 
     Args:
@@ -138,12 +143,12 @@ def noise_level_for_strength(scheduler: Any, strength: float, num_inference_step
         sched.set_begin_index(begin)
     timestep = sched.timesteps[begin]
     a, b = _coefficients(sched, timestep)
-    return NoiseLevel(strength=float(strength), timestep=float(timestep), signal_scale=a, noise_scale=b,
+    return SchedulePoint(strength=float(strength), timestep=float(timestep), signal_scale=a, noise_scale=b,
                       denoising_steps=n - t_start)
 
 
-def noise_level_at(scheduler: Any, timestep: float) -> NoiseLevel:
-    """The noise level at one timestep of the training schedule (e.g. NLG's reference timestep 999).
+def schedule_point_at(scheduler: Any, timestep: float) -> SchedulePoint:
+    """The point of the forward process at one timestep of the training schedule (e.g. NLG's reference timestep 999).
 
     For DDPM-type schedulers this is ``ᾱ = alphas_cumprod[timestep]``; for flow matching
     ``σ_t = timestep / num_train_timesteps``.  Euler-type schedulers interpolate σ between training
@@ -153,12 +158,12 @@ def noise_level_at(scheduler: Any, timestep: float) -> NoiseLevel:
         A two-step schedule with ᾱ₀ = 0.64 and ᾱ₁ = 0.5, i.e. σ = √((1−ᾱ)/ᾱ) = 0.75 and 1:
 
         >>> from diffusers import DDPMScheduler
-        >>> from nlg import noise_level_at
+        >>> from nlg import schedule_point_at
         >>> scheduler = DDPMScheduler(num_train_timesteps=2, trained_betas=[0.36, 0.21875])
-        >>> level = noise_level_at(scheduler, 0)
+        >>> level = schedule_point_at(scheduler, 0)
         >>> round(level.signal_scale, 6), round(level.noise_scale, 6), round(level.sigma, 6), round(level.alpha_bar, 6)
         (0.8, 0.6, 0.75, 0.64)
-        >>> round(noise_level_at(scheduler, 0.5).sigma, 6)   # σ interpolated between training steps
+        >>> round(schedule_point_at(scheduler, 0.5).sigma, 6)   # σ interpolated between training steps
         0.875
     """
     sched = _fresh(scheduler)
@@ -166,7 +171,7 @@ def noise_level_at(scheduler: Any, timestep: float) -> NoiseLevel:
         sigma_t = float(timestep) / sched.config.num_train_timesteps
         if not 0.0 <= sigma_t <= 1.0:
             raise ValueError(f"timestep must be in [0, {sched.config.num_train_timesteps}], got {timestep}")
-        return NoiseLevel(strength=None, timestep=float(timestep), signal_scale=1.0 - sigma_t, noise_scale=sigma_t)
+        return SchedulePoint(strength=None, timestep=float(timestep), signal_scale=1.0 - sigma_t, noise_scale=sigma_t)
     alphas_cumprod = getattr(sched, "alphas_cumprod", None)
     if alphas_cumprod is None:
         raise TypeError(f"{type(scheduler).__name__} has neither alphas_cumprod nor a flow-matching scale_noise")
@@ -179,20 +184,27 @@ def noise_level_at(scheduler: Any, timestep: float) -> NoiseLevel:
     w = float(timestep) - lo
     sigma = float((1.0 - w) * ve_sigmas[lo] + w * ve_sigmas[hi])
     alpha = 1.0 / math.sqrt(1.0 + sigma**2)
-    return NoiseLevel(strength=None, timestep=float(timestep), signal_scale=alpha, noise_scale=sigma * alpha)
+    return SchedulePoint(strength=None, timestep=float(timestep), signal_scale=alpha, noise_scale=sigma * alpha)
 
 
-def strength_table(scheduler: Any, num_inference_steps: int) -> List[NoiseLevel]:
+def strength_table(scheduler: Any, num_inference_steps: int) -> List[SchedulePoint]:
     """Every distinct start an img2img run with ``num_inference_steps`` can have, strength k/N for k = 1 … N."""
-    return [noise_level_for_strength(scheduler, k / num_inference_steps, num_inference_steps)
+    return [schedule_point_for_strength(scheduler, k / num_inference_steps, num_inference_steps)
             for k in range(1, num_inference_steps + 1)]
 
 
-def strength_for_noise_level(scheduler: Any, sigma: float, num_inference_steps: int) -> NoiseLevel:
+def strength_for_sigma(scheduler: Any, sigma: float, num_inference_steps: int) -> SchedulePoint:
     """The achievable strength whose start σ (``b/a``) is nearest to ``sigma`` in log σ.
 
-    Strengths are quantised to ``k/N``; the returned :class:`NoiseLevel` says which start you get.
+    Strengths are quantised to ``k/N``; the returned :class:`SchedulePoint` says which start you get.
     """
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0 or not math.isfinite(sigma):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     return min(strength_table(scheduler, num_inference_steps), key=lambda level: abs(math.log(level.sigma / sigma)))
+
+
+# Deprecated names (one release): ``noise_level`` means NLG's λ everywhere else.
+noise_level_at = deprecated_function(schedule_point_at, "noise_level_at", "nlg.schedule_point_at")
+noise_level_for_strength = deprecated_function(schedule_point_for_strength, "noise_level_for_strength", "nlg.schedule_point_for_strength")
+strength_for_noise_level = deprecated_function(strength_for_sigma, "strength_for_noise_level", "nlg.strength_for_sigma")
+__getattr__ = deprecated_attributes(__name__, {"NoiseLevel": ("nlg.SchedulePoint", lambda: SchedulePoint)})

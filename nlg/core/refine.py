@@ -1,38 +1,40 @@
 """The model-agnostic core of Noise Level Guidance: :func:`refine_noise`.
 
-Noise Level Guidance (NLG), Mannering, Huang and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936, refines the initial
-Gaussian latent ``n`` of a diffusion sampler before sampling starts.  Given any callable that maps
-``n`` to a guidance direction ``d(n)`` (for Stable Diffusion: ``ε(n|prompt) − ε(n|∅)`` at the last
-training timestep), one refinement step is::
+Noise Level Guidance (NLG), Mannering, Huang and Prugel-Bennett 2025, https://arxiv.org/abs/2509.13936,
+refines the initial Gaussian latent ``n`` of a diffusion sampler before sampling starts.  Given any
+callable that maps ``n`` to a guidance direction ``d(n)`` (for Stable Diffusion: ``ε(n|prompt) − ε(n|∅)``
+at the last training timestep), :func:`refine_noise` repeats one NLG step (:func:`nlg.core.steps.nlg_step`)::
 
     d  ← d(n)                                   # record ‖d‖₂ per sample, before clipping
-    d  ← d · min(1, τ / ‖d‖₂)                   # norm clipping, τ = clip_threshold
-    n  ← n − η · d                              # η = step_size
-    n  ← n + √λ · z,  z ~ N(0, I)               # λ = noise_level, z from the caller's generator
-    n  ← clamp(n, −3, 3)                        # boundary control, optional
-    n  ← n · √D / ‖n‖₂                          # back onto the sphere of radius √D, D = C·H·W
+    n  ← Π(n − η · clip_τ(d) + √λ · z)          # clip_direction, project_to_sphere; z from the caller's generator
 
-The model never appears here: adapters (:mod:`nlg.adapters`, :mod:`nlg.digits`) turn a model into
-``direction_fn``, as k-diffusion's ``external.py`` turns models into denoisers.
+and asks a stopping rule (:mod:`nlg.core.stopping`) which samples are done.  The settings are a
+:class:`~nlg.core.options.RefineOptions`.  The model never appears here: adapters (:mod:`nlg.adapters`,
+:mod:`nlg.digits`) turn a model into ``direction_fn``, as k-diffusion's ``external.py`` turns models into
+denoisers.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["RefineOutput", "refine_noise", "validate_refine_options", "validate_stopping", "STOP_SIGNALS"]
+from ..utils.checks import check_generator, check_tensor
+from ..utils.types import GeneratorLike
+from .options import RefineOptions
+from .steps import BOUNDARY, nlg_step, per_sample_norm, randn_like
+from .stopping import STOP_SIGNALS, StopRule
 
-GeneratorLike = Union[torch.Generator, List[torch.Generator], None]
+__all__ = ["RefineOutput", "refine_noise", "accepts_index", "DirectionFn", "StepCallback", "BOUNDARY", "STOP_SIGNALS"]
+
 DirectionFn = Callable[[Tensor], Tensor]
-
-#: NLG's boundary control clamps every latent entry to this interval (paper, Sec. 3).
-BOUNDARY = 3.0
+_DEFAULTS = RefineOptions().refine_kwargs()
+#: Called after every step with the per-step dict (see :func:`refine_noise`).
+StepCallback = Callable[[Dict[str, Any]], None]
 
 
 @dataclass
@@ -55,82 +57,6 @@ class RefineOutput:
     evaluations: Optional[Tensor] = None
 
 
-def validate_refine_options(
-    *,
-    refining_steps: int,
-    step_size: float,
-    clip_threshold: Optional[float],
-    noise_level: float,
-) -> None:
-    """Raise a ``TypeError``/``ValueError`` naming the first bad option; shared by every entry point."""
-    if isinstance(refining_steps, bool) or not isinstance(refining_steps, int):
-        raise TypeError(f"refining_steps must be an int, got {type(refining_steps).__name__}")
-    if refining_steps < 0:
-        raise ValueError(f"refining_steps must be >= 0, got {refining_steps}")
-    for name, value in (("step_size", step_size), ("noise_level", noise_level)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-    if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    if noise_level < 0:
-        raise ValueError(f"noise_level must be >= 0, got {noise_level}")
-    if clip_threshold is not None:
-        if isinstance(clip_threshold, bool) or not isinstance(clip_threshold, (int, float)):
-            raise TypeError(f"clip_threshold must be a number or None, got {type(clip_threshold).__name__}")
-        if not clip_threshold > 0 or not math.isfinite(clip_threshold):
-            raise ValueError(f"clip_threshold must be a finite number > 0 (or None for no clipping), got {clip_threshold}")
-
-
-#: Adaptive-stopping signals of :func:`refine_noise` (see its ``stop_signal`` argument).
-STOP_SIGNALS = ("norm_change", "radial")
-
-
-def validate_stopping(stop_tolerance: Optional[float], stop_window: int, stop_signal: str = "norm_change") -> None:
-    """Raise a ``TypeError``/``ValueError`` naming the bad adaptive-stopping option."""
-    if stop_signal not in STOP_SIGNALS:
-        raise ValueError(f"stop_signal must be one of {STOP_SIGNALS}, got {stop_signal!r}")
-    if stop_signal == "radial" and stop_tolerance is not None:
-        if isinstance(stop_tolerance, bool) or not isinstance(stop_tolerance, (int, float)):
-            raise TypeError(f"stop_tolerance must be a number or None, got {type(stop_tolerance).__name__}")
-        if not -1 < stop_tolerance < 1:
-            raise ValueError(f"stop_tolerance must be in (-1, 1) for stop_signal='radial' (a cosine), got {stop_tolerance!r}")
-    elif stop_tolerance is not None:
-        if isinstance(stop_tolerance, bool) or not isinstance(stop_tolerance, (int, float)):
-            raise TypeError(f"stop_tolerance must be a number or None, got {type(stop_tolerance).__name__}")
-        if not stop_tolerance > 0 or not math.isfinite(stop_tolerance):
-            raise ValueError(f"stop_tolerance must be a finite number > 0 (or None), got {stop_tolerance}")
-    if isinstance(stop_window, bool) or not isinstance(stop_window, int) or stop_window < 1:
-        raise ValueError(f"stop_window must be an int >= 1, got {stop_window!r}")
-
-
-def validate_generator(generator: GeneratorLike, batch: Optional[int] = None) -> None:
-    """Raise a ``TypeError``/``ValueError`` naming ``generator`` unless it is None, a ``torch.Generator``,
-    or a list of them (of length ``batch`` unless that is None)."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return
-    if not isinstance(generator, list) or not all(isinstance(g, torch.Generator) for g in generator):
-        raise TypeError(f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}")
-    if batch is not None and len(generator) != batch:
-        raise ValueError(f"generator is a list of {len(generator)} generators but latents hold {batch} samples")
-
-
-def check_latents_tensor(latents: Tensor, *, require_norm: bool = False, name: str = "latents") -> None:
-    """Raise a ``ValueError``/``TypeError`` naming ``name`` unless the tensor is a non-empty, finite, real
-    floating-point tensor with data (not on the meta device); with ``require_norm``, no sample may be all zeros."""
-    if not latents.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {latents.dtype}")
-    if latents.device.type == "meta":
-        raise ValueError(f"{name} are on the meta device (shape only, no data): move them to a real device")
-    if latents.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(latents.shape)}")
-    if not bool(torch.isfinite(latents).all()):
-        raise ValueError(f"{name} contain NaN or Inf")
-    if require_norm and not bool((latents.flatten(1).abs().amax(dim=1) > 0).all()):
-        raise ValueError(f"{name} hold an all-zero sample, which cannot be rescaled to norm √D (normalize_latents=True)")
-
-
 def accepts_index(fn: Callable[..., Tensor]) -> bool:
     """Whether ``fn`` takes an ``index`` keyword (the batch positions of the latents it is given)."""
     try:
@@ -140,47 +66,12 @@ def accepts_index(fn: Callable[..., Tensor]) -> bool:
     return "index" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _settled(norms: Tensor, step: int, window: int, tolerance: float) -> Tensor:
-    """Per sample: |‖d_j‖ − ‖d_{j−1}‖| / ‖d_{j−1}‖ < tolerance for each of the last ``window`` steps j ≤ step."""
-    if step < window:
-        return torch.zeros(norms.shape[1], dtype=torch.bool)
-    recent = norms[step - window : step + 1]
-    change = (recent[1:] - recent[:-1]).abs() / recent[:-1].clamp_min(1e-12)
-    return (change < tolerance).all(dim=0)
-
-
-def _radial_share(d: Tensor, n: Tensor) -> Tensor:
-    """Per sample: ``−⟨d, n⟩ / (‖d‖₂ ‖n‖₂)``, the cosine between the step ``−d`` and ``n``, shape (B,)."""
-    d, n = d.flatten(1), n.flatten(1)
-    return -(d * n).sum(dim=1) / (d.norm(dim=1) * n.norm(dim=1)).clamp_min(1e-12)
-
-
-def _per_sample_norm(x: Tensor) -> Tensor:
-    """‖x_b‖₂ over every axis but the first, shape (B, 1, ..., 1) for broadcasting."""
-    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1)))
-
-
-def _randn_like(x: Tensor, generator: GeneratorLike) -> Tensor:
-    """Standard normal noise shaped like ``x``; one generator per sample if a list is given.
-
-    Each sample's draw uses only its own generator, so a sample's noise does not depend on the
-    batch it sits in.  Draws happen on the generator's device and are moved to ``x``'s device.
-    """
-    if isinstance(generator, list):
-        draws = [
-            torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype).to(x.device) for g in generator
-        ]
-        return torch.stack(draws)
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-
-
 def refine_noise(
     latents: Tensor,
     direction_fn: DirectionFn,
     *,
     refining_steps: int = 20,
-    step_size: float = 1.0,
+    step_size: Union[float, Tuple[float, ...]] = 1.0,
     clip_threshold: Optional[float] = 0.5,
     noise_level: float = 0.001,
     normalize_latents: bool = True,
@@ -190,6 +81,9 @@ def refine_noise(
     stop_window: int = 3,
     stop_signal: str = "norm_change",
     fixed_noise: Optional[Tensor] = None,
+    options: Optional[RefineOptions] = None,
+    stop: Optional[StopRule] = None,
+    callback: Optional[StepCallback] = None,
 ) -> RefineOutput:
     r"""Refine initial noise by stepping against a guidance direction (NLG, arXiv 2509.13936, Alg. 1).
 
@@ -198,9 +92,12 @@ def refine_noise(
     .. math::
         d_k = f(n_{k-1}),\quad
         \hat d_k = d_k \min\!\left(1, \frac{\tau}{\lVert d_k\rVert_2}\right),\quad
-        n_k = \Pi\!\left(n_{k-1} - \eta \hat d_k + \sqrt{\lambda}\, z_k\right),
+        n_k = \Pi\!\left(n_{k-1} - \eta_k \hat d_k + \sqrt{\lambda}\, z_k\right),
 
-    where ``Π`` optionally clamps to ``[-3, 3]`` and then rescales to ``‖n_k‖₂ = √D``.
+    where ``Π`` optionally clamps to ``[-3, 3]`` and then rescales to ``‖n_k‖₂ = √D``.  Each step is
+    :func:`nlg.core.steps.nlg_step` (built from :func:`~nlg.core.steps.clip_direction` and
+    :func:`~nlg.core.steps.project_to_sphere`); after each evaluation an optional stopping rule
+    (:mod:`nlg.core.stopping`) says which samples are done.
 
     Args:
         latents (`torch.Tensor`):
@@ -210,8 +107,8 @@ def refine_noise(
             models this is ``ε(n|c) − ε(n|∅)`` (see :mod:`nlg.core.directions`).
         refining_steps (`int`, defaults to 20):
             Number of refinement steps ``K``; 0 returns the latents unchanged.
-        step_size (`float`, defaults to 1.0):
-            Step size ``η`` > 0.
+        step_size (`float` or `Tuple[float, ...]`, defaults to 1.0):
+            Step size ``η`` > 0, or one ``η_k`` per step.
         clip_threshold (`float`, *optional*, defaults to 0.5):
             Per-sample norm bound ``τ`` on ``d``; ``None`` disables clipping.
         noise_level (`float`, defaults to 0.001):
@@ -238,16 +135,24 @@ def refine_noise(
             which restores NumPy's random state around its draw and so repeats one ``z``
             (``core_experiments/generate_images.py --reference_noise_bug``).
         stop_signal (`str`, defaults to ``"norm_change"``):
-            What ``stop_tolerance`` thresholds.  ``"norm_change"``: the relative change of ``‖d‖`` above
-            (stop when below the tolerance, after taking the step).  ``"radial"``: the share of the
-            step that points along the latent, ``ρ_k = −⟨d_k, n_{k−1}⟩ / (‖d_k‖₂ ‖n_{k−1}‖₂)``, a cosine
-            in (−1, 1): once ``ρ ≥ stop_tolerance`` for ``stop_window`` consecutive evaluations the
-            sample stops and keeps ``n_{k−1}``, the latent ``ρ_k`` describes (that last step is not
-            taken; its evaluation is counted).  With ``normalize_latents`` the projection back onto
-            the sphere cancels that share of a step.  ``ρ`` grows as refinement approaches the
-            prompt, so with a low tolerance a sample that already follows it is left as it is
-            (``benchmarks/nlg_cost.py``, sections ``stop2`` and ``frontier2``; results in
-            ``docs/guides/cost.md``).
+            What ``stop_tolerance`` thresholds, naming a rule of :mod:`nlg.core.stopping`.
+            ``"norm_change"`` (:class:`~nlg.core.stopping.NormChange`): the relative change of ``‖d‖`` above
+            (stop when below the tolerance, after taking the step).  ``"radial"``
+            (:class:`~nlg.core.stopping.Radial`): the share of the step that points along the latent,
+            ``ρ_k = −⟨d_k, n_{k−1}⟩ / (‖d_k‖₂ ‖n_{k−1}‖₂)``, a cosine in (−1, 1): once ``ρ ≥ stop_tolerance``
+            for ``stop_window`` consecutive evaluations the sample stops and keeps ``n_{k−1}`` (that last
+            step is not taken; its evaluation is counted).  Results: ``docs/guides/cost.md``.
+        options (`RefineOptions`, *optional*, defaults to None):
+            All the settings above in one validated object (:class:`~nlg.core.options.RefineOptions`); when
+            given, the individual setting arguments must keep their defaults (a ``TypeError`` names any that do not).
+        stop (`StopRule`, *optional*, defaults to None):
+            A stopping-rule object (:class:`~nlg.core.stopping.StopRule`) instead of ``stop_tolerance``/``stop_signal``.
+        callback (`Callable[[dict], None]`, *optional*, defaults to None):
+            Called after every step, as k-diffusion's samplers call theirs, with a dict: ``step`` (0-based),
+            ``index`` (batch positions of the samples refined in this step), ``previous`` (their ``n_{k−1}``),
+            ``direction`` (``d_k`` before clipping), ``norm`` (``‖d_k‖₂``, float32 CPU), ``evaluations``
+            (per sample, counting this one), ``latents`` (their new ``n_k``) and ``stopped`` (a bool mask of
+            those that stop here, or None without stopping).  Do not modify the tensors.
 
     Example:
         One step against a fixed direction, by hand: ``‖d‖₂ = 2`` is clipped to ``τ = 0.5``, so the
@@ -276,97 +181,99 @@ def refine_noise(
         ValueError: on bad options, a direction of the wrong shape, or a non-finite direction
             (the message names the step).
     """
-    validate_refine_options(
-        refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level
+    settings = dict(
+        refining_steps=refining_steps, step_size=step_size, clip_threshold=clip_threshold, noise_level=noise_level,
+        normalize_latents=normalize_latents, boundary_control=boundary_control, stop_tolerance=stop_tolerance,
+        stop_window=stop_window, stop_signal=stop_signal,
     )
-    validate_stopping(stop_tolerance, stop_window, stop_signal)
-    if not isinstance(latents, Tensor):
-        raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
-    if latents.ndim < 2:
-        raise ValueError(f"latents must have a batch axis and at least one more, got shape {tuple(latents.shape)}")
+    if options is None:
+        options = RefineOptions(**settings)
+    elif not isinstance(options, RefineOptions):
+        raise TypeError(f"options must be a RefineOptions or None, got {type(options).__name__}")
+    elif any(value != _DEFAULTS[name] for name, value in settings.items()):
+        changed = sorted(name for name, value in settings.items() if value != _DEFAULTS[name])
+        raise TypeError(f"pass the settings either in options or as arguments, not both: got options and {changed}")
+    if stop is None:
+        stop = options.stop_rule()
+    elif options.stop_tolerance is not None or not isinstance(stop, StopRule):
+        raise TypeError("stop must be a stopping rule (nlg.core.stopping), and not given with stop_tolerance")
     if not callable(direction_fn):
         raise TypeError("direction_fn must be callable: latents -> direction of the same shape")
-    check_latents_tensor(latents, require_norm=normalize_latents)
+    check_tensor(latents, "latents", min_rank=2, nonzero_samples=options.normalize_latents)
     batch = latents.shape[0]
-    validate_generator(generator, batch)
+    check_generator(generator, batch)
     if fixed_noise is not None:
-        if not isinstance(fixed_noise, Tensor):
-            raise TypeError(f"fixed_noise must be a torch.Tensor or None, got {type(fixed_noise).__name__}")
+        check_tensor(fixed_noise, "fixed_noise")
         if fixed_noise.shape != latents.shape:
             raise ValueError(f"fixed_noise must have the latents' shape {tuple(latents.shape)}, got {tuple(fixed_noise.shape)}")
-        check_latents_tensor(fixed_noise, name="fixed_noise")
 
-    out_dtype = latents.dtype
     # Half precision overflows ‖n‖² (D = 16384 for SD at 512², 65536 for SDXL): refine in float32.
     work_dtype = torch.float32 if latents.dtype in (torch.float16, torch.bfloat16) else latents.dtype
-    n = latents.to(work_dtype)
-    sqrt_dim = math.sqrt(n[0].numel())
-    pass_index = accepts_index(direction_fn)
-    active = torch.arange(batch)  # batch positions still refining
-
+    steps = _Steps(direction_fn, options, latents.dtype, work_dtype, generator, fixed_noise)
+    n, active = latents.to(work_dtype), torch.arange(batch)  # batch positions still refining
     with torch.inference_mode():
-        norms = torch.full((refining_steps, batch), float("nan"), dtype=torch.float32)
+        norms = torch.full((options.refining_steps, batch), float("nan"), dtype=torch.float32)
         evaluations = torch.zeros(batch, dtype=torch.int64)
-        streak = torch.zeros(batch, dtype=torch.int64)  # consecutive steps with ρ ≥ tolerance ("radial")
-        for step in range(refining_steps):
+        state = stop.start(batch) if stop is not None else None
+        for step, eta in enumerate(options.step_sizes):
             if len(active) == 0:
                 break
             everyone = len(active) == batch
             x = n if everyone else n[active]
-            gens = generator if not isinstance(generator, list) or everyone else [generator[i] for i in active]
-            if pass_index:
-                d = direction_fn(x.to(out_dtype), index=None if everyone else active)
-            else:
-                d = direction_fn(x.to(out_dtype))
-            if not isinstance(d, Tensor) or d.shape != x.shape:
-                shape = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
-                raise ValueError(f"direction_fn must return a tensor of shape {tuple(x.shape)}, got {shape}")
-            d = d.to(work_dtype)
-            d_norm = _per_sample_norm(d)
-            if not bool(torch.isfinite(d_norm).all()):
-                raise ValueError(
-                    f"non-finite model output at refining step {step + 1} of {refining_steps}: "
-                    "the direction (direction_fn's output) holds NaN or Inf (check the model's dtype and inputs)"
-                )
+            d, d_norm = steps.direction(x, None if everyone else active, step)
             norms[step, active] = d_norm.flatten().float().cpu()
             evaluations[active] += 1
-            keep: Optional[Tensor] = None  # "radial": samples that stop here keep n_{k-1}
-            if stop_tolerance is not None and stop_signal == "radial":
-                hit = (_radial_share(d, x) >= stop_tolerance).cpu()
-                streak[active] = torch.where(hit, streak[active] + 1, torch.zeros_like(streak[active]))
-                keep = (streak[active] >= stop_window).to(x.device).view(-1, *([1] * (x.ndim - 1)))
-                x_before = x
-            if clip_threshold is not None:
-                d = d * (clip_threshold / d_norm).clamp(max=1.0)
-            x = x - step_size * d
-            if noise_level > 0:
-                if fixed_noise is None:
-                    z = _randn_like(x, gens)
-                else:
-                    z = fixed_noise.to(device=x.device, dtype=x.dtype)
-                    z = z if everyone else z[active.to(z.device)]
-                x = x + math.sqrt(noise_level) * z
-            if boundary_control:
-                x = x.clamp(-BOUNDARY, BOUNDARY)
-            if normalize_latents:
-                x = x * (sqrt_dim / _per_sample_norm(x))
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError(
-                    f"the latents overflowed at refining step {step + 1}: step_size={step_size} or "
-                    f"noise_level={noise_level} is too large for this direction and dtype"
-                )
-            if keep is not None:
-                x = torch.where(keep, x_before, x)
-            if everyone:
-                n = x
-            else:
-                n = n.clone()
-                n[active] = x
-            if stop_tolerance is not None:
-                if stop_signal == "radial":
-                    done = streak[active] >= stop_window
-                else:
-                    done = _settled(norms[:, active], step, stop_window, stop_tolerance)
+            info = dict(step=step, index=active, previous=x, direction=d, norm=norms[step, active], evaluations=evaluations[active])
+            done = stop(state, info) if stop is not None else None
+            x = steps.update(x, d, d_norm, eta, active, everyone, step)
+            if done is not None and stop.keeps_previous:
+                x = torch.where(done.to(x.device).view(-1, *([1] * (x.ndim - 1))), info["previous"], x)
+            n = x if everyone else n.clone().index_put_((active.to(n.device),), x)
+            if callback is not None:
+                callback({**info, "latents": x, "stopped": done})
+            if done is not None:
                 active = active[~done]
     # Leave inference mode: the caller may hand these to code that updates tensors in place.
-    return RefineOutput(latents=n.to(out_dtype).clone(), step_norms=norms.clone(), evaluations=evaluations.clone())
+    return RefineOutput(latents=n.to(latents.dtype).clone(), step_norms=norms.clone(), evaluations=evaluations.clone())
+
+
+class _Steps:
+    """The two halves of a step with their checks: evaluate the direction, take the NLG step."""
+
+    def __init__(self, direction_fn: DirectionFn, options: RefineOptions, out_dtype: torch.dtype, work_dtype: torch.dtype,
+                 generator: GeneratorLike, fixed_noise: Optional[Tensor]) -> None:
+        self.fn, self.options, self.out_dtype, self.work_dtype = direction_fn, options, out_dtype, work_dtype
+        self.generator, self.fixed_noise, self.pass_index = generator, fixed_noise, accepts_index(direction_fn)
+
+    def direction(self, x: Tensor, index: Optional[Tensor], step: int) -> Tuple[Tensor, Tensor]:
+        """``d(x)`` in the working dtype and ``‖d‖₂`` per sample; a ``ValueError`` for a bad shape or NaN/Inf."""
+        d = self.fn(x.to(self.out_dtype), index=index) if self.pass_index else self.fn(x.to(self.out_dtype))
+        if not isinstance(d, Tensor) or d.shape != x.shape:
+            shape = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
+            raise ValueError(f"direction_fn must return a tensor of shape {tuple(x.shape)}, got {shape}")
+        d = d.to(self.work_dtype)
+        d_norm = per_sample_norm(d)
+        if not bool(torch.isfinite(d_norm).all()):
+            raise ValueError(
+                f"non-finite model output at refining step {step + 1} of {self.options.refining_steps}: "
+                "the direction (direction_fn's output) holds NaN or Inf (check the model's dtype and inputs)"
+            )
+        return d, d_norm
+
+    def update(self, x: Tensor, d: Tensor, d_norm: Tensor, eta: float, active: Tensor, everyone: bool, step: int) -> Tensor:
+        """:func:`~nlg.core.steps.nlg_step` with this step's noise; a ``ValueError`` if the latents overflow."""
+        o, z = self.options, None
+        if o.noise_level > 0 and self.fixed_noise is None:
+            gens = self.generator
+            z = randn_like(x, gens if not isinstance(gens, (list, tuple)) or everyone else [gens[i] for i in active])
+        elif o.noise_level > 0:
+            z = self.fixed_noise.to(device=x.device, dtype=x.dtype)
+            z = z if everyone else z[active.to(z.device)]
+        x = nlg_step(x, d, step_size=eta, clip_threshold=o.clip_threshold, noise=z, noise_level=o.noise_level,
+                     boundary_control=o.boundary_control, normalize_latents=o.normalize_latents, norm=d_norm)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"the latents overflowed at refining step {step + 1}: step_size={eta} or "
+                f"noise_level={o.noise_level} is too large for this direction and dtype"
+            )
+        return x

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from ..adapters.base import cfg_rows
 from ..core.directions import cfg_direction, to_epsilon
-from ..core.refine import DirectionFn, GeneratorLike
+from ..core.refine import DirectionFn
+from ..utils.types import GeneratorLike
 from ..core.schedule import reference_alpha_bar
 from .data import IMAGE_SIZE, check_image_size
 from .labels import encode_labels

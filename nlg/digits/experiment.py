@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.options import RefineOptions
 from ..guidance import NoiseLevelGuidance
 from .data import NUM_CLASSES
 from .evaluator import DigitsEvaluator, DigitsMetrics
@@ -35,6 +36,9 @@ class DigitsConfig:
         step_size (`float`, defaults to 1.0): NLG step size η.
         clip_threshold (`float`, *optional*, defaults to 0.5): NLG norm bound τ; None = no clipping.
         noise_level (`float`, defaults to 0.001): NLG noise variance λ.
+
+    The NLG fields are those of :class:`~nlg.core.options.RefineOptions` (same names, defaults and
+    checks, validated on construction); :attr:`refine_options` builds it.
     """
 
     guidance_scale: float = 0.0
@@ -42,6 +46,15 @@ class DigitsConfig:
     step_size: float = 1.0
     clip_threshold: Optional[float] = 0.5
     noise_level: float = 0.001
+
+    def __post_init__(self) -> None:
+        self.refine_options  # noqa: B018  (validates the NLG fields)
+
+    @property
+    def refine_options(self) -> RefineOptions:
+        """The NLG settings as :class:`~nlg.core.options.RefineOptions` (the paper's for every other field)."""
+        return RefineOptions(refining_steps=self.refining_steps, step_size=self.step_size,
+                             clip_threshold=self.clip_threshold, noise_level=self.noise_level)
 
     @property
     def name(self) -> str:
@@ -54,12 +67,7 @@ class DigitsConfig:
     def guidance(self) -> Optional[NoiseLevelGuidance]:
         if self.refining_steps == 0:
             return None
-        return NoiseLevelGuidance(
-            refining_steps=self.refining_steps,
-            step_size=self.step_size,
-            clip_threshold=self.clip_threshold,
-            noise_level=self.noise_level,
-        )
+        return NoiseLevelGuidance.from_options(self.refine_options)
 
 
 @dataclass

@@ -33,10 +33,10 @@ from .adapter import DigitsAdapter
 from .data import IMAGE_SIZE, check_image_size
 from .labels import Labels, encode_labels
 from .model import load_digits_model
+from ..utils.types import GeneratorLike
 
 __all__ = ["DigitsPipeline", "DigitsPipelineOutput", "default_sampler", "DEFAULT_GUIDANCE_SCALE"]
 
-GeneratorLike = Union[torch.Generator, list, None]
 DEFAULT_GUIDANCE_SCALE = 1.0
 DEFAULT_INFERENCE_STEPS = 25
 

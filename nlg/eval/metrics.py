@@ -30,6 +30,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from ..utils.types import PathLike
 from ._torchmetrics import INCEPTION_SCORE_FEATURES, add_clip_scores, clip_scores, fid_count, inception_features, seeded_inception_score
+from ..utils.types import PathLike
 
 __all__ = [
     "DEFAULT_CLIP_MODEL",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import NoiseLevelGuidance
+from ..core.options import RefineOptions
 from .scorer import score_image
 
 __all__ = [
@@ -48,7 +49,7 @@ class SamplingConfig:
 
     Args:
         guidance_scale (`float`): classifier-free guidance scale (1 = none).
-        refining_steps (`int`, defaults to 0): NLG steps K.
+        refining_steps (`int`, defaults to 0): NLG steps K (:class:`~nlg.core.options.RefineOptions`).
         step_size (`float`, defaults to 1.0): NLG step size η.
         direction (`str`, defaults to ``"prompt"``): one of :data:`DIRECTIONS`; the controls use ``"empty"``
             and ``"shuffled"`` (only with ``refining_steps > 0``).
@@ -64,6 +65,12 @@ class SamplingConfig:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if self.direction != "prompt" and not self.refining_steps:
             raise ValueError(f"direction={self.direction!r} needs refining_steps > 0 (it changes NLG's direction)")
+        self.refine_options  # noqa: B018  (validates the NLG fields)
+
+    @property
+    def refine_options(self) -> RefineOptions:
+        """The NLG settings as :class:`~nlg.core.options.RefineOptions`."""
+        return RefineOptions(refining_steps=self.refining_steps, step_size=self.step_size)
 
     @property
     def name(self) -> str:
@@ -190,7 +197,7 @@ def generate(
     if direction_prompts is not None and len(direction_prompts) != len(prompts):
         raise ValueError(f"direction_prompts must hold one prompt per image, got {len(direction_prompts)} for {len(prompts)}")
     out: List[np.ndarray] = []
-    nlg = NoiseLevelGuidance(refining_steps=config.refining_steps, step_size=config.step_size) if config.refining_steps else None
+    nlg = NoiseLevelGuidance.from_options(config.refine_options) if config.refining_steps else None
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start : start + batch_size]]

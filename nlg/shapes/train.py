@@ -48,6 +48,7 @@ from torch import Tensor
 
 from ..training import training_batch, weighted_mse
 from ..training.loop import LoopConfig, train_loop, training_record
+from ..utils.deprecation import deprecated_function
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
 from .data import render_dataset
@@ -66,7 +67,7 @@ from .model import (
 from .tokenizer import build_tokenizer
 
 __all__ = ["ShapesTraining", "DEFAULT_TRAINING", "QUICK_TRAINING", "WEIGHTS_ROOT", "DEFAULT_FOLDER", "TRAIN_SEED_OFFSET",
-           "weights_sha256", "train", "main"]
+           "safetensors_sha256", "train", "main"]
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 DEFAULT_FOLDER = WEIGHTS_ROOT / "shapes_ldm"
@@ -141,8 +142,10 @@ DEFAULT_TRAINING = ShapesTraining()
 QUICK_TRAINING = dataclasses.replace(DEFAULT_TRAINING, scenes=256, vae_steps=20, vae_batch_size=16, steps=20, batch_size=16)
 
 
-def weights_sha256(folder: PathLike) -> Dict[str, str]:
-    """sha256 of every ``*.safetensors`` file in a pipeline folder, keyed by relative path."""
+def safetensors_sha256(folder: PathLike) -> Dict[str, str]:
+    """sha256 of every ``*.safetensors`` file in a pipeline folder, keyed by relative path.
+
+    (Was ``weights_sha256``, which in ``benchmarks/nlg_cost.csv`` is one digest string.)"""
     folder = Path(folder)
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*.safetensors"))}
 
@@ -271,7 +274,7 @@ def train(
                     for name, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))},
         configs={"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": UNET_CONFIG, "scheduler": SCHEDULER_CONFIG},
         train_seeds=[TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes],
-        sha256=weights_sha256(out),
+        sha256=safetensors_sha256(out),
         size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
     )
     meta["wall_minutes_total"] = round((vae_result.elapsed + result.elapsed) / 60, 1)
@@ -312,3 +315,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: Deprecated alias (one release) of :func:`safetensors_sha256`.
+weights_sha256 = deprecated_function(safetensors_sha256, "nlg.shapes.train.weights_sha256", "nlg.shapes.train.safetensors_sha256")

@@ -1,4 +1,4 @@
-"""Shared argument checks and random draws for :mod:`nlg.training`.
+"""Training-specific argument checks and random draws for :mod:`nlg.training` (the general checks are :mod:`nlg.utils.checks`).
 
 Every random draw here takes a ``torch.Generator`` or a list of them, one per sample: with a list,
 sample ``i`` is drawn from ``generator[i]`` alone, so its noise does not depend on the batch it sits
@@ -7,28 +7,26 @@ in.  Draws happen on the generator's device and are then moved to the requested 
 
 from __future__ import annotations
 
-import math
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
 from torch import Tensor
 
-GeneratorLike = Union[torch.Generator, List[torch.Generator], None]
+from ..utils.checks import check_generator as _check_generator
+from ..utils.checks import check_int, check_number, check_tensor
+from ..utils.types import GeneratorLike
+
+__all__ = ["check_latents", "check_timesteps", "alphas_cumprod_of", "draw", "check_generator", "check_int", "check_number"]
 
 
 def check_latents(latents: Any, name: str = "latents") -> Tensor:
-    """Raise unless ``latents`` is a floating-point tensor of shape (B, C, H, W)."""
-    if not isinstance(latents, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(latents).__name__}")
-    if latents.ndim != 4:
-        raise ValueError(f"{name} must have rank 4 (B, C, H, W), got shape {tuple(latents.shape)}")
-    if not latents.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {latents.dtype}")
-    if latents.device.type == "meta":
-        raise ValueError(f"{name} are on the meta device (shape only, no data): move them to a real device")
-    if latents.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(latents.shape)}")
-    return latents
+    """Raise unless ``latents`` is a floating-point tensor of shape (B, C, H, W) (:func:`nlg.utils.checks.check_tensor`)."""
+    return check_tensor(latents, name, rank=4, finite=False)
+
+
+def check_generator(generator: GeneratorLike, batch_size: int) -> GeneratorLike:
+    """:func:`nlg.utils.checks.check_generator` for training, where a tuple of generators is accepted too."""
+    return _check_generator(generator, batch_size, allow_tuple=True)
 
 
 def check_timesteps(timesteps: Any, num_train_timesteps: int, name: str = "timesteps") -> Tensor:
@@ -46,26 +44,6 @@ def check_timesteps(timesteps: Any, num_train_timesteps: int, name: str = "times
     return timesteps
 
 
-def check_number(value: Any, name: str, *, minimum: Optional[float] = 0.0, strict: bool = False) -> float:
-    """Raise unless ``value`` is a finite real number ≥ ``minimum`` (> if ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
-    return float(value)
-
-
-def check_int(value: Any, name: str, *, minimum: int = 0) -> int:
-    """Raise unless ``value`` is an int ≥ ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def alphas_cumprod_of(scheduler: Any) -> Tensor:
     """The scheduler's ᾱ_t table as float64 on the CPU; a ``TypeError`` naming ``scheduler`` if it has none."""
     table = getattr(scheduler, "alphas_cumprod", None)
@@ -75,19 +53,6 @@ def alphas_cumprod_of(scheduler: Any) -> Tensor:
             f"(e.g. DDPMScheduler, DDIMScheduler); {type(scheduler).__name__} has none"
         )
     return table.detach().to("cpu", torch.float64)
-
-
-def check_generator(generator: GeneratorLike, batch_size: int) -> None:
-    """Raise unless ``generator`` is None, a generator, or a list of ``batch_size`` generators."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != batch_size:
-            raise ValueError(f"generator is a list of {len(generator)} generators but the batch holds {batch_size} samples")
-        if not all(isinstance(g, torch.Generator) for g in generator):
-            raise TypeError("generator must be a torch.Generator or a list of them")
-        return
-    raise TypeError(f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}")
 
 
 def draw(

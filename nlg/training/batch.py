@@ -21,8 +21,8 @@ from typing import Any, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
+from ..utils.types import GeneratorLike
 from ._checks import (
-    GeneratorLike,
     alphas_cumprod_of,
     check_generator,
     check_int,

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import GeneratorLike, check_latents, check_number, draw
+from ..utils.types import GeneratorLike
+from ._checks import check_latents, check_number, draw
 
 __all__ = ["shift_brightness", "mean_brightness", "rbf_mmd2", "brightness_report"]
 

@@ -18,7 +18,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import GeneratorLike, check_generator, check_latents, check_number, draw
+from ..utils.types import GeneratorLike
+from ._checks import check_generator, check_latents, check_number, draw
 
 __all__ = ["offset_noise"]
 

@@ -46,7 +46,8 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import GeneratorLike, alphas_cumprod_of, check_generator, check_latents, check_number, draw
+from ..utils.types import GeneratorLike
+from ._checks import alphas_cumprod_of, check_generator, check_latents, check_number, draw
 
 __all__ = ["OffsetSchedule", "OffsetNoise", "PRESETS", "probabilistic_offset_noise", "posterior_mean", "initial_latents"]
 

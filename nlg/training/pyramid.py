@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import GeneratorLike, check_generator, check_int, check_latents, check_number, draw
+from ..utils.types import GeneratorLike
+from ._checks import check_generator, check_int, check_latents, check_number, draw
 
 __all__ = ["pyramid_noise"]
 

@@ -34,7 +34,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._checks import GeneratorLike, check_generator, check_int, check_number, draw
+from ..utils.types import GeneratorLike
+from ._checks import check_generator, check_int, check_number, draw
 
 __all__ = ["TimestepSampler", "SAMPLER_ALIASES", "weighted_curve", "sample_timesteps"]
 
