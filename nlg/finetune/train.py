@@ -27,6 +27,7 @@ from .config import FinetuneConfig, batch_options, draw_batch
 from .data import load_images, read_image_folder
 
 __all__ = ["UNET_TARGETS", "TEXT_ENCODER_TARGETS", "LORA_WEIGHTS", "load_base_pipeline", "training_scheduler", "save_lora",
+           "check_text_encoder_lora",
            "Prepared", "prepare", "finetune"]
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -108,6 +109,27 @@ def training_scheduler(pipe: Any, config: FinetuneConfig) -> Any:
     return scheduler
 
 
+def check_text_encoder_lora() -> None:
+    """Raise a ValueError naming ``train_text_encoder`` if the installed transformers cannot load text-encoder LoRAs.
+
+    ``pipe.load_lora_weights`` loads a text-encoder LoRA through transformers' ``load_adapter``, which needs the
+    peft version transformers names (``MIN_PEFT_VERSION``, 0.22 for transformers 5): a LoRA trained without it
+    could be saved but never loaded, so it is refused before training.
+    """
+    from importlib.metadata import version
+
+    from transformers.integrations.peft import MIN_PEFT_VERSION
+    from transformers.utils.peft_utils import check_peft_version
+
+    try:
+        check_peft_version(min_version=MIN_PEFT_VERSION)
+    except ValueError:
+        raise ValueError(
+            f"train_text_encoder needs peft >= {MIN_PEFT_VERSION} with transformers {version('transformers')} "
+            f"(pipe.load_lora_weights loads text-encoder LoRAs through it); peft {version('peft')} is installed"
+        ) from None
+
+
 def _add_lora(module: Any, targets: Tuple[str, ...], config: FinetuneConfig, seed: int) -> None:
     from peft import LoraConfig
 
@@ -136,6 +158,8 @@ def prepare(config: FinetuneConfig) -> Prepared:
     if not isinstance(config, FinetuneConfig):
         raise TypeError(f"config must be a FinetuneConfig, got {type(config).__name__}")
     pairs = read_image_folder(config.data_dir)
+    if config.train_text_encoder:
+        check_text_encoder_lora()
     pipe = load_base_pipeline(config.model, local_files_only=config.local_files_only)
     scheduler = training_scheduler(pipe, config)
     scale = pipe.vae_scale_factor
