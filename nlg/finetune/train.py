@@ -167,7 +167,9 @@ def prepare(config: FinetuneConfig) -> Prepared:
     if resolution % scale:
         raise ValueError(f"resolution must be a multiple of the VAE scale factor {scale}, got {resolution}")
     images = load_images([path for path, _ in pairs], resolution)
-    latents = torch.cat([pipe.vae.encode(chunk).latent_dist.mean for chunk in images.split(16)])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.vae.to(device)
+    latents = torch.cat([pipe.vae.encode(chunk.to(device)).latent_dist.mean.cpu() for chunk in images.split(16)])
     return Prepared(config, pipe, scheduler, pairs, latents * pipe.vae.config.scaling_factor, resolution)
 
 
@@ -222,6 +224,8 @@ def finetune(
     """
     from accelerate import Accelerator
 
+    if prepared is not None and prepared.config != config:
+        raise ValueError("prepared was built for other settings than config")
     prepared = prepare(config) if prepared is None else prepared
     c, pipe, scheduler = config, prepared.pipe, prepared.scheduler
     accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=not torch.cuda.is_available())

@@ -166,6 +166,8 @@ BAD = [
     ("sdxl", lambda t, m, d: ["--model", str(_sdxl_folder(t))], "SDXL is not supported"),
     ("not SD", lambda t, m, d: ["--model", str(_flux_folder(t))], "FluxPipeline, not a Stable Diffusion"),
     ("not a pipeline", lambda t, m, d: ["--model", str(d)], "no model_index.json"),
+    ("absent Hub id offline", lambda t, m, d: ["--model", "nlg-tests/no-such-pipeline", "--local_files_only"],
+     "cannot read a diffusers pipeline"),
 ]
 
 
@@ -186,3 +188,24 @@ def test_bad_input_fails_with_one_line_before_training(tiny_model, images, tmp_p
     error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(error) == 1 and message in error[0], error
     assert not out.exists()  # nothing written: no checkpoint, no LoRA
+
+
+@pytest.mark.slow
+def test_zero_terminal_snr_on_a_v_prediction_model_saves_the_scheduler_to_sample_with(tmp_path, images):
+    from diffusers import DDIMScheduler
+
+    from tests.helpers.tiny import save_tiny_pipeline
+
+    model = save_tiny_pipeline(tmp_path / "sd21", "sd21")
+    out = tmp_path / "zsnr"
+    meta = main(["--model", str(model), "--data_dir", str(images), "--output_dir", str(out), "--quick", "--no_progress",
+                 "--zero_terminal_snr", "--min_snr_gamma", "5"])
+    assert meta["prediction_type"] == "v_prediction"
+    pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True)
+    pipe.load_lora_weights(out)
+    pipe.scheduler = DDIMScheduler.from_pretrained(out, subfolder="scheduler")
+    assert pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
+    assert float(pipe.scheduler.alphas_cumprod[-1]) == 0.0  # sqrt(abar_T) = 0: the chain ends in pure noise
+    image = pipe("a red thing", num_inference_steps=2, guidance_scale=3.0, guidance_rescale=0.7, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
