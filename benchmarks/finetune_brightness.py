@@ -69,7 +69,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=None, help="training scenes, half night, half noon (default 64)")
     p.add_argument("--samples", type=int, default=None, help="images per shape and word (default 16)")
     p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {DEFAULT_INFERENCE_STEPS})")
-    p.add_argument("--work-dir", type=Path, default=None, help="LoRAs and data (default <out-dir>/finetune_brightness_work)")
+    p.add_argument("--work-dir", type=Path, default=None, help="LoRAs and data (default outputs/finetune_brightness)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
     args = p.parse_args(argv)
     quick = dict(variants=",".join(VARIANTS), seeds=1, steps=4, batch_size=2, images=8, samples=1, inference_steps=4)
@@ -130,7 +130,7 @@ def evaluate(images: np.ndarray, texts: List[str], train: np.ndarray, train_text
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
-    work = args.work_dir or args.out_dir / "finetune_brightness_work"
+    work = args.work_dir or Path("outputs") / ("finetune_brightness_quick" if args.quick else "finetune_brightness")
     train, train_texts = brightness_scenes(args.images, seed=2_000_000)
     data = write_image_folder(work / "data", train, train_texts)
     texts = [f"a photo of a {shape} at {word}" for word in ("night", "noon") for shape in SHAPES for _ in range(args.samples)]

@@ -54,7 +54,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--geneval-prompts", type=int, default=None, help="old prompts per task (default all)")
     p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {DEFAULT_INFERENCE_STEPS})")
     p.add_argument("--model", default="shapes", help="the base model (default: the embedded shapes model)")
-    p.add_argument("--work-dir", type=Path, default=None, help="LoRAs and data (default <out-dir>/finetune_timesteps_work)")
+    p.add_argument("--work-dir", type=Path, default=None, help="LoRAs and data (default outputs/finetune_timesteps)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
     args = p.parse_args(argv)
     quick = dict(types="linear,sigmoid", seeds=2, steps=4, every=2, batch_size=2, images=6, samples=1, geneval_prompts=1,
@@ -88,7 +88,7 @@ def concept_share(pipe: Any, args: argparse.Namespace) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
-    work = args.work_dir or args.out_dir / "finetune_timesteps_work"
+    work = args.work_dir or Path("outputs") / ("finetune_timesteps_quick" if args.quick else "finetune_timesteps")
     data = write_image_folder(work / "data", *concept_scenes(args.images, seed=0))
     prompts = load_prompts()
     if args.geneval_prompts is not None:

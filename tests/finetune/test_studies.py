@@ -73,7 +73,7 @@ def test_mean_interval_is_the_student_t_interval():
 
 @pytest.mark.slow
 def test_timestep_study_quick_run(tmp_path):
-    path = _script("finetune_timesteps").main(["--quick", "--out-dir", str(tmp_path), "--seeds", "2"])
+    path = _script("finetune_timesteps").main(["--quick", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--seeds", "2"])
     text = path.read_text()
     assert "SMOKE OUTPUT" in text and "| linear | 4 | 2 |" in text and "| sigmoid | 2 | 2 |" in text
     rows = (tmp_path / "finetune_timesteps_quick.csv").read_text().splitlines()
@@ -83,8 +83,8 @@ def test_timestep_study_quick_run(tmp_path):
 @pytest.mark.slow
 def test_brightness_study_quick_run(tmp_path):
     script = _script("finetune_brightness")
-    path = script.main(["--quick", "--out-dir", str(tmp_path)])
+    path = script.main(["--quick", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")])
     text = path.read_text()
     assert "SMOKE OUTPUT" in text and all(f"| {v} | 1 |" in text for v in script.VARIANTS)
-    args = json.loads((tmp_path / "finetune_brightness_work" / "zero_snr-seed0" / "training_args.json").read_text())
+    args = json.loads((tmp_path / "work" / "zero_snr-seed0" / "training_args.json").read_text())
     assert args["settings"]["zero_terminal_snr"] and args["prediction_type"] == "v_prediction"
