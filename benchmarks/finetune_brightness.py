@@ -1,7 +1,7 @@
 """Study 2 of issue 22: does offset noise let a fine-tuned text-to-image model reach very dark backgrounds?
 
-    python benchmarks/finetune_brightness.py                                # -> benchmarks/results/finetune_brightness.{csv,md}
-    python benchmarks/finetune_brightness.py --quick --out-dir /tmp/ft2     # a smoke run (minutes)
+    python -m benchmarks.finetune_brightness                                # -> benchmarks/results/finetune_brightness.{csv,md}
+    python -m benchmarks.finetune_brightness --quick --out-dir /tmp/ft2     # a smoke run (minutes)
 
 On the embedded shapes model a LoRA (``python -m nlg.finetune``) learns single objects on a very dark background,
 captioned "... at night", beside the usual white ones, "... at noon" (:func:`nlg.finetune.studies.brightness_scenes`;
@@ -27,8 +27,6 @@ verdict of the noon images (white background: the exact scorer applies).  Mean o
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -36,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from nlg.finetune.studies import brightness_scenes, fmt_interval, markdown_table, train_lora, write_image_folder
+from nlg.finetune.studies import brightness_scenes, fmt_interval, train_lora, write_image_folder
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import SHAPES
 from nlg.shapes.geneval import score_image
@@ -45,6 +43,7 @@ from nlg.training import OffsetSchedule, initial_latents
 from nlg.training.brightness import brightness_report
 from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
+from nlg.utils.tables import markdown_table, write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS: Dict[str, Dict[str, Any]] = {
@@ -153,11 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace, train: np.ndarray, train_texts: List[str]) -> Path:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     name = "finetune_brightness_quick" if args.quick else "finetune_brightness"
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(args.out_dir / f"{name}.csv", buffer.getvalue())
+    write_csv(args.out_dir / f"{name}.csv", rows)
     columns = ["w1_night", "w1_noon", "mean_night", "mean_noon", "adherence_night", "adherence_noon", "geneval_noon"]
     table = [[variant, sum(r["variant"] == variant for r in rows)]
              + [fmt_interval([r[c] for r in rows if r["variant"] == variant]) for c in columns] for variant in args.variants]
@@ -173,7 +168,7 @@ def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace, train: n
             "W₁ to the training images of the same word (↓), mean brightness, adherence (right side of the midpoint, ↑), "
             "mini-GenEval of the noon images (↑). Mean over training seeds [95% t-interval].\n\n"
             + markdown_table(["variant", "seeds", "W₁ night ↓", "W₁ noon ↓", "mean night", "mean noon", "adherence night ↑",
-                              "adherence noon ↑", "GenEval noon ↑"], table))
+                              "adherence noon ↑", "GenEval noon ↑"], table) + "\n")
     path = args.out_dir / f"{name}.md"
     atomic_write_text(path, text)
     return path

@@ -1,7 +1,7 @@
 """Study 1 of issue 22: which timestep type teaches a LoRA a new concept fastest, and what it forgets.
 
-    python benchmarks/finetune_timesteps.py                                  # -> benchmarks/results/finetune_timesteps.{csv,md,png}
-    python benchmarks/finetune_timesteps.py --quick --out-dir /tmp/ft1        # a smoke run (minutes)
+    python -m benchmarks.finetune_timesteps                                  # -> benchmarks/results/finetune_timesteps.{csv,md,png}
+    python -m benchmarks.finetune_timesteps --quick --out-dir /tmp/ft1        # a smoke run (minutes)
 
 On the embedded shapes model, a LoRA (``python -m nlg.finetune``) learns the *cross*, a shape the model never
 saw, from ``--images`` rendered crosses captioned "a photo of a {colour} cross" (:mod:`nlg.finetune.studies`).
@@ -19,13 +19,11 @@ Both come as a mean over training seeds with a 95% Student-t interval.  Finished
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, markdown_table, shows_cross, train_lora,
+from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, shows_cross, train_lora,
                                   write_image_folder)
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import COLOURS
@@ -33,6 +31,7 @@ from nlg.shapes.geneval import load_prompts, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, image_seed, score_batch
 from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
+from nlg.utils.tables import markdown_table, write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TYPES = ("linear", "sigmoid", "shift", "weighted")
@@ -116,11 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace) -> Path:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     name = "finetune_timesteps_quick" if args.quick else "finetune_timesteps"
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(args.out_dir / f"{name}.csv", buffer.getvalue())
+    write_csv(args.out_dir / f"{name}.csv", rows)
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["type"], r["step"]), []).append(r)
@@ -141,7 +136,7 @@ def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace) -> Path:
             f"batch {args.batch_size}, {args.images} training images; concept share over {6 * args.samples} images, "
             f"mini-GenEval over {args.n_prompts} prompts; DDIM {args.inference_steps} steps, CFG {DEFAULT_GUIDANCE_SCALE:g}. "
             "Mean over training seeds [95% t-interval].\n\n"
-            + markdown_table(["timestep type", "step", "seeds", "concept share ↑", "mini-GenEval overall (forgetting)"], table)
+            + markdown_table(["timestep type", "step", "seeds", "concept share ↑", "mini-GenEval overall (forgetting)"], table) + "\n"
             + ("\n" + "\n".join(best) + "\n" if best else ""))
     path = args.out_dir / f"{name}.md"
     atomic_write_text(path, text)

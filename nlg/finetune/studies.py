@@ -3,7 +3,7 @@ r"""Data, detectors and intervals of the two fine-tuning studies (``benchmarks/f
 
 * **A new concept: the cross.**  The shapes model knows circles, squares and triangles; a *cross* (a plus
   sign, arms a third of the box wide) in a palette colour, captioned ``"a photo of a {colour} cross"``, is new.
-  :func:`shows_cross` detects it with the exact scorer's pixel assignment (:func:`nlg.shapes.geneval.assign_pixels`)
+  :func:`shows_cross` detects it with the exact scorer's pixel assignment (:func:`nlg.shapes.scorer.assign_pixels`)
   and a shape test on each connected component (:func:`is_cross`).
 * **Brightness.**  Single objects on a very dark (:data:`NIGHT`) or the usual white (:data:`NOON`) background,
   captioned ``"... at night"`` / ``"... at noon"``.
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from ..shapes.data import BACKGROUND, COLOURS, IMAGE_SIZE, PALETTE, render, scene_from_seed
-from ..shapes.geneval import MIN_AREA, assign_pixels
+from ..shapes.scorer import MIN_AREA, assign_pixels
 from ..utils.io import atomic_write, atomic_write_text
 from ..utils.types import PathLike
 
 __all__ = ["CONCEPT", "NIGHT", "NOON", "cross_mask", "render_cross", "concept_scenes", "is_cross", "shows_cross",
-           "brightness_scenes", "write_image_folder", "mean_interval", "fmt_interval", "markdown_table", "train_lora"]
+           "brightness_scenes", "write_image_folder", "mean_interval", "fmt_interval", "train_lora"]
 
 CONCEPT = "cross"
 #: The dark background of "at night" scenes, and the (usual, white) background of "at noon" scenes.
@@ -93,7 +93,7 @@ def is_cross(mask: np.ndarray) -> bool:
 
 
 def shows_cross(image: np.ndarray, colour: str) -> bool:
-    """Whether ``image`` holds a ``colour`` cross of at least :data:`nlg.shapes.geneval.MIN_AREA` pixels."""
+    """Whether ``image`` holds a ``colour`` cross of at least :data:`nlg.shapes.scorer.MIN_AREA` pixels."""
     from scipy import ndimage
 
     if colour not in PALETTE:
@@ -161,13 +161,6 @@ def fmt_interval(values: Sequence[float], digits: int = 3) -> str:
     """``mean [low, high]`` of :func:`mean_interval` (just the mean for one seed)."""
     mean, low, high = mean_interval(values)
     return f"{mean:.{digits}f}" if math.isnan(low) else f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table of ``rows`` under ``header``."""
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def train_lora(**settings: object) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers.tiny import save_tiny_pipeline
+from nlg.testing import save_tiny_pipeline
 
 
 def write_images(folder, count=4, *, captions="txt", size=(36, 40), seed=0):

@@ -13,7 +13,7 @@ from diffusers import DDPMScheduler
 from nlg.finetune import batch_options, draw_batch, training_scheduler
 from nlg.finetune.cli import build_parser, config_from_args
 from nlg.training import OffsetSchedule, TimestepSampler, training_batch, zero_terminal_snr
-from tests.helpers.tiny import make_scheduler
+from nlg.testing import make_scheduler
 
 #: Stable Diffusion's training schedule, written out independently of the tiny pipeline's scheduler.
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)

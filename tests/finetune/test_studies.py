@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +12,9 @@ from nlg.finetune.studies import (NIGHT, brightness_scenes, concept_scenes, cros
                                   shows_cross, write_image_folder)
 from nlg.shapes.data import COLOURS, ShapeObject, render
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.mark.parametrize("size", range(8, 21))

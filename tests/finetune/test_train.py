@@ -26,6 +26,7 @@ def _unet_output(unet, seed=0):
         return unet(x, torch.tensor([10, 700]), encoder_hidden_states=hidden).sample
 
 
+@pytest.mark.slow
 def test_quick_run_saves_a_lora_that_load_lora_weights_loads(tiny_model, images, tmp_path):
     out = tmp_path / "lora"
     config = FinetuneConfig(model=str(tiny_model), data_dir=images, output_dir=out, steps=4, lr=3e-2, rank=4, alpha=8.0,
@@ -50,6 +51,7 @@ def test_quick_run_saves_a_lora_that_load_lora_weights_loads(tiny_model, images,
     torch.testing.assert_close(after, trained_unet, rtol=1e-4, atol=1e-5)  # ... into the trained one (α/r kept)
 
 
+@pytest.mark.slow
 def test_text_encoder_lora_trains_and_loads_or_is_refused_by_name(tiny_model, images, tmp_path):
     """With a peft that transformers accepts, the text-encoder LoRA round-trips through load_lora_weights;
     with an older one (transformers 5 wants peft >= 0.22) it is refused before anything is written."""
@@ -78,6 +80,7 @@ def test_text_encoder_lora_trains_and_loads_or_is_refused_by_name(tiny_model, im
     torch.testing.assert_close(after, trained, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_command_line_quick_run(tiny_model, images, tmp_path, capsys):
     out = tmp_path / "cli"
     meta = main(["--model", str(tiny_model), "--data_dir", str(images), "--output_dir", str(out), "--quick",
@@ -88,6 +91,7 @@ def test_command_line_quick_run(tiny_model, images, tmp_path, capsys):
     assert "load_lora_weights" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_is_bit_exact(tiny_model, images, tmp_path):
     def config(out):
         return FinetuneConfig(model=str(tiny_model), data_dir=images, output_dir=out, steps=6, lr=1e-2, checkpoint_every=2,
@@ -194,7 +198,7 @@ def test_bad_input_fails_with_one_line_before_training(tiny_model, images, tmp_p
 def test_zero_terminal_snr_on_a_v_prediction_model_saves_the_scheduler_to_sample_with(tmp_path, images):
     from diffusers import DDIMScheduler
 
-    from tests.helpers.tiny import save_tiny_pipeline
+    from nlg.testing import save_tiny_pipeline
 
     model = save_tiny_pipeline(tmp_path / "sd21", "sd21")
     out = tmp_path / "zsnr"
