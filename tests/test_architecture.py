@@ -30,6 +30,7 @@ LAYERS = {
     "nlg.digits": 4,
     "nlg.shapes": 4,
     "nlg.testing": 4,  # tiny seeded models for tests and benchmarks: builds on eval's scheduler table and the shapes tokenizer
+    "nlg.finetune": 4,  # LoRA fine-tuning: the training tools applied to diffusers pipelines (and to shapes)
     "nlg.app": 5,
     "nlg.demo": 6,
 }

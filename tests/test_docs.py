@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import nlg
+import nlg.finetune
 import nlg.training
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ def test_docs_build_strictly_and_link_the_images(built_site):
 
 
 @pytest.mark.parametrize(
-    "package", [nlg, nlg.training], ids=["nlg", "nlg.training"]
+    "package", [nlg, nlg.training, nlg.finetune], ids=["nlg", "nlg.training", "nlg.finetune"]
 )
 @pytest.mark.docs
 def test_every_public_name_has_an_api_entry(built_site, package):

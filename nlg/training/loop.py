@@ -67,6 +67,8 @@ class LoopConfig:
         max_grad_norm (`float`, *optional*, defaults to 1.0): clip the global gradient norm to this; ``None``: no clipping.
         ema_decay (`float`, *optional*): keep an :class:`EMA` of the weights with this decay; ``None``: no EMA.
         checkpoint_every (`int`, defaults to 200): steps between checkpoints (and at the last step).
+        gradient_accumulation_steps (`int`, defaults to 1): ``loss_fn`` calls (micro-batches) per optimiser step;
+            the gradient is that of their mean, :math:`\nabla \frac1k \sum_{j<k} L_j`.
     """
 
     steps: int
@@ -77,6 +79,7 @@ class LoopConfig:
     max_grad_norm: Optional[float] = 1.0
     ema_decay: Optional[float] = None
     checkpoint_every: int = 200
+    gradient_accumulation_steps: int = 1
 
     def __post_init__(self) -> None:
         _positive_int("steps", self.steps)
@@ -95,6 +98,7 @@ class LoopConfig:
             if self.ema_decay >= 1.0:
                 raise ValueError(f"ema_decay must be < 1, got {self.ema_decay}")
         _positive_int("checkpoint_every", self.checkpoint_every)
+        _positive_int("gradient_accumulation_steps", self.gradient_accumulation_steps)
 
     @property
     def warmup(self) -> int:
@@ -105,6 +109,8 @@ class LoopConfig:
         """The settings as plain JSON-able values."""
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
+        if self.gradient_accumulation_steps == 1:  # checkpoints written before the field existed still resume
+            del out["gradient_accumulation_steps"]
         return out
 
 
@@ -218,6 +224,8 @@ def train_loop(
     progress: bool = True,
     desc: str = "training",
     callback: Optional[Callable[[Dict[str, Any]], None]] = None,
+    trainable_only: bool = False,
+    backward: Optional[Callable[[Tensor], None]] = None,
 ) -> LoopResult:
     """Train ``modules`` for ``config.steps`` optimiser steps on ``loss_fn``, resumably.
 
@@ -237,6 +245,13 @@ def train_loop(
         desc (`str`, defaults to ``"training"``): the bar's label.
         callback (`Callable[[dict], None]`, *optional*): called after every step with
             ``{"step", "loss", "lr", "elapsed"}`` (``step`` 1-based: steps done).
+        trainable_only (`bool`, defaults to False): checkpoints hold only the entries of ``parameters`` (e.g. a
+            LoRA's few weights instead of the whole frozen model); the frozen rest must be rebuilt identically.
+        backward (`Callable[[torch.Tensor], None]`, *optional*): how to backpropagate a loss, e.g.
+            ``accelerate.Accelerator.backward``; defaults to ``loss.backward()``.
+
+    With ``config.gradient_accumulation_steps = k`` every step calls ``loss_fn(step, generator)`` k times and
+    backpropagates each loss divided by k; the recorded loss is their mean.
 
     Returns:
         :class:`LoopResult`; the modules hold the last (not the averaged) weights, in train mode.
@@ -253,6 +268,18 @@ def train_loop(
     if not parameters:
         raise ValueError("parameters is empty: nothing to train")
     record = {"config": config.to_dict(), "settings": dict(settings) if settings is not None else None}
+    backward = backward if backward is not None else Tensor.backward
+    trained = {id(p) for p in parameters}
+    saved_keys = {name: {key for key, p in module.named_parameters() if id(p) in trained} for name, module in modules.items()}
+
+    def module_state(name: str, module: torch.nn.Module) -> Dict[str, Tensor]:
+        state = module.state_dict()
+        return {k: v for k, v in state.items() if k in saved_keys[name]} if trainable_only else state
+
+    def load_module_state(name: str, module: torch.nn.Module, state: Mapping[str, Tensor]) -> None:
+        if trainable_only and set(state) != saved_keys[name]:
+            raise ValueError(f"checkpoint {path} holds other trainable parameters of {name!r}; delete it to start afresh")
+        module.load_state_dict(state, strict=not trainable_only)
 
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup))
@@ -265,7 +292,7 @@ def train_loop(
         if state["record"] != record:
             raise ValueError(f"checkpoint {path} was written with other settings; delete it to start afresh")
         for name, module in modules.items():
-            module.load_state_dict(state["modules"][name])
+            load_module_state(name, module, state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if ema is not None:
@@ -284,7 +311,7 @@ def train_loop(
             {
                 "record": record,
                 "step": step,
-                "modules": {name: module.state_dict() for name, module in modules.items()},
+                "modules": {name: module_state(name, module) for name, module in modules.items()},
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
@@ -299,12 +326,16 @@ def train_loop(
         module.train()
     bar = tqdm(range(start_step, config.steps), desc=desc, disable=not progress, mininterval=2.0,
                initial=start_step, total=config.steps)
+    accumulate = config.gradient_accumulation_steps
     for step in bar:
-        loss = loss_fn(step, generator)
-        if not (isinstance(loss, Tensor) and loss.ndim == 0):
-            raise TypeError("loss_fn must return a scalar torch.Tensor")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value = 0.0
+        for _ in range(accumulate):
+            loss = loss_fn(step, generator)
+            if not (isinstance(loss, Tensor) and loss.ndim == 0):
+                raise TypeError("loss_fn must return a scalar torch.Tensor")
+            backward(loss / accumulate if accumulate > 1 else loss)
+            value += float(loss.detach()) / accumulate
         if config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
@@ -312,7 +343,6 @@ def train_loop(
         schedule.step()
         if ema is not None:
             ema.update()
-        value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"the loss is {value} at step {step}: lower lr or check the data")
         losses.append(value)

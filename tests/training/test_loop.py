@@ -126,3 +126,79 @@ def test_training_record_holds_the_command_and_loss():
     assert record["command"] == "python -m x --y"
     assert record["final_loss_mean_last_200"] == pytest.approx(sum(result.losses) / 3, abs=1e-5)
     assert record["settings"] == {"x": 1} and record["threads"] == 1
+
+
+def test_gradient_accumulation_steps_with_the_mean_gradient_of_its_micro_batches():
+    """k micro-batches per step give the same update as one batch holding all of them (the mean gradient)."""
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(3))
+    y = x.sum(1, keepdim=True).cos()
+
+    def run(batch_size, accumulate):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = torch.nn.Linear(3, 1)
+        order = torch.arange(32)
+        calls = []
+
+        def loss_fn(step, generator):
+            start = len(calls) * batch_size
+            calls.append(step)
+            index = order[start % 32 : start % 32 + batch_size]
+            return torch.nn.functional.mse_loss(model(x[index]), y[index])
+
+        result = train_loop({"m": model}, loss_fn, LoopConfig(steps=4, lr=0.1, gradient_accumulation_steps=accumulate,
+                                                              max_grad_norm=None),
+                            generator=torch.Generator(), progress=False)
+        return model, result, calls
+
+    whole, whole_result, _ = run(8, 1)
+    split, split_result, calls = run(2, 4)
+    assert calls == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+    for a, b in zip(whole.parameters(), split.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert split_result.losses == pytest.approx(whole_result.losses, rel=1e-5)
+
+
+def test_trainable_only_checkpoints_hold_the_trained_parameters_and_resume_bit_exactly(tmp_path):
+    config = LoopConfig(steps=8, lr=1e-2, checkpoint_every=3)
+    model, loss_fn = _problem()
+    model[0].requires_grad_(False)  # the frozen part: rebuilt identically by the caller, not checkpointed
+    trained = list(model[2].parameters())
+    straight = train_loop({"m": model}, loss_fn, config, generator=torch.Generator().manual_seed(1), progress=False,
+                          parameters=trained, trainable_only=True)
+    straight_weights = [p.detach().clone() for p in model.parameters()]
+
+    model, loss_fn = _problem()
+    model[0].requires_grad_(False)
+
+    def dies_at_step_5(step, generator):
+        if step == 5:
+            raise KeyboardInterrupt
+        return loss_fn(step, generator)
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_loop({"m": model}, dies_at_step_5, config, generator=torch.Generator().manual_seed(1), checkpoint=ckpt,
+                   progress=False, parameters=list(model[2].parameters()), trainable_only=True)
+    saved = torch.load(ckpt, weights_only=False)
+    assert set(saved["modules"]["m"]) == {"2.weight", "2.bias"}
+    model, loss_fn = _problem()
+    model[0].requires_grad_(False)
+    resumed = train_loop({"m": model}, loss_fn, config, generator=torch.Generator().manual_seed(5), checkpoint=ckpt,
+                         progress=False, parameters=list(model[2].parameters()), trainable_only=True)
+    assert resumed.resumed_from == 3 and resumed.losses == straight.losses
+    assert all(torch.equal(a, b.detach()) for a, b in zip(straight_weights, model.parameters()))
+
+
+def test_backward_hook_is_called_with_each_micro_batch_loss():
+    model, loss_fn = _problem()
+    seen = []
+
+    def backward(loss):
+        seen.append(float(loss))
+        loss.backward()
+
+    result = train_loop({"m": model}, loss_fn, LoopConfig(steps=2, lr=1e-3, gradient_accumulation_steps=2),
+                        generator=torch.Generator().manual_seed(0), progress=False, backward=backward)
+    assert len(seen) == 4
+    assert result.losses == pytest.approx([seen[0] + seen[1], seen[2] + seen[3]])  # each hook saw loss / 2
