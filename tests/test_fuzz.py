@@ -350,7 +350,7 @@ def _app(argv: List[str]) -> Any:
 
 def _generate(argv: List[str]) -> Any:
     module = script("generate_images")
-    return exits(lambda a: module.validate(module.build_parser().parse_args(["--output_dir", "o", "--prompts_path", "p", *a])), argv)
+    return exits(lambda a: module.GenerationRun(**vars(module.build_parser().parse_args(["--output_dir", "o", "--prompts_path", "p", *a]))), argv)
 
 
 def _metrics(argv: List[str]) -> Any:
