@@ -78,13 +78,14 @@ def test_images_do_not_depend_on_the_batch_size():
         assert np.abs(together.astype(int) - alone.astype(int)).max() <= 1  # float reductions may differ by one level
 
 
-def test_demo_writes_a_grid_and_returns_both_arms(tmp_path, capsys):
+def test_demo_writes_a_grid_and_returns_every_arm(tmp_path, capsys):
     from nlg.shapes.demo import run_demo
 
     accuracy = run_demo(images_per_prompt=1, prompts_per_task=1, refining_steps=2, num_inference_steps=4,
                         out=tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
-    assert set(accuracy) == {"plain", "nlg"} and set(accuracy["plain"]) == {
+    assert set(accuracy) == {"CFG 1", "CFG 1 + NLG K=2", "CFG 3", "CFG 3 + NLG K=2"}
+    assert set(accuracy["CFG 1"]) == {
         "single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"}
     assert "overall" in capsys.readouterr().out
 
