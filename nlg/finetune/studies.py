@@ -34,9 +34,10 @@ __all__ = ["CONCEPT", "NIGHT", "NOON", "cross_mask", "render_cross", "concept_sc
            "brightness_scenes", "write_image_folder", "mean_interval", "fmt_interval", "train_lora"]
 
 CONCEPT = "cross"
-#: The dark background of "at night" scenes, and the (usual, white) background of "at noon" scenes.
-NIGHT: Tuple[int, int, int] = (12, 14, 28)
-NOON: Tuple[int, int, int] = BACKGROUND
+#: The dark background of "at night" scenes.
+NIGHT = (12, 14, 28)
+#: The background of "at noon" scenes, the shapes data's usual white.
+NOON = BACKGROUND
 
 
 def cross_mask(size: int) -> np.ndarray:

@@ -68,7 +68,7 @@ TASKS: Tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "
 #: Share of each task among training captions.
 #: Weighted toward the compositional tasks a small model finds hard (counting, position, colour attribution).
 TASK_WEIGHTS = (0.06, 0.14, 0.20, 0.10, 0.22, 0.28)
-#: Object side in pixels (inclusive range) by the number of objects in the scene: large enough to draw crisply.
+#: Object side in pixels (inclusive range) by the number of objects in the scene, large enough to draw crisply.
 SIZE_RANGES = {1: (12, 20), 2: (10, 15), 3: (9, 12), 4: (8, 11)}
 #: Minimum number of background pixels between the boxes of two objects.
 MIN_GAP = 2

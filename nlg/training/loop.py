@@ -56,7 +56,7 @@ def _finite(name: str, value: Any, *, low: float, high: float = math.inf, low_in
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Settings of :func:`train_loop`, validated once at construction.
+    r"""Settings of :func:`train_loop`, validated once at construction.
 
     Args:
         steps (`int`): optimiser steps.
@@ -64,8 +64,8 @@ class LoopConfig:
         warmup_steps (`int`, *optional*): linear warm-up steps; defaults to ``max(1, steps // 20)`` (5%).
         weight_decay (`float`, defaults to 0.0): AdamW's decoupled weight decay.
         betas (`tuple`, defaults to ``(0.9, 0.999)``): AdamW's β₁, β₂.
-        max_grad_norm (`float`, *optional*, defaults to 1.0): clip the global gradient norm to this; ``None``: no clipping.
-        ema_decay (`float`, *optional*): keep an :class:`EMA` of the weights with this decay; ``None``: no EMA.
+        max_grad_norm (`float`, *optional*, defaults to 1.0): clip the global gradient norm to this (``None`` for no clipping).
+        ema_decay (`float`, *optional*): keep an :class:`EMA` of the weights with this decay (``None`` for no EMA).
         checkpoint_every (`int`, defaults to 200): steps between checkpoints (and at the last step).
         gradient_accumulation_steps (`int`, defaults to 1): ``loss_fn`` calls (micro-batches) per optimiser step;
             the gradient is that of their mean, :math:`\nabla \frac1k \sum_{j<k} L_j`.
@@ -199,11 +199,9 @@ class EMA:
 class LoopResult:
     """What :func:`train_loop` returns.
 
-    Attributes:
-        losses (`List[float]`): the loss of every step, resumed steps included.
-        elapsed (`float`): training seconds over all sessions of the run.
-        ema (`EMA`, *optional*): the weight average (not yet copied into the modules).
-        resumed_from (`int`): the step the last session started at (0: from scratch).
+    ``losses`` holds the loss of every step (resumed steps included), ``elapsed`` the training seconds over all
+    sessions of the run, ``ema`` the weight average (not yet copied into the modules, or ``None``) and
+    ``resumed_from`` the step the last session started at (0 from scratch).
     """
 
     losses: List[float]
