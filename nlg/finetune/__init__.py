@@ -25,10 +25,4 @@ __all__ = [
     "FinetuneBatch",
     "read_image_folder",
     "load_images",
-    "IMAGE_EXTENSIONS",
-    "LORA_WEIGHTS",
-    "UNET_TARGETS",
-    "TEXT_ENCODER_TARGETS",
-    "QUICK_OVERRIDES",
-    "MIXED_PRECISION",
 ]
