@@ -1,11 +1,11 @@
 """The shapes evaluation protocol: CFG × steps vs NLG budgets, with controls, paired tests and prompt-bootstrap intervals.
 
-    python benchmarks/shapes_protocol.py --split dev      # choose the CFG scale (and look at K, η) on dev seeds
-    python benchmarks/shapes_protocol.py --split test     # the reported numbers, on seeds never used to choose
-    python benchmarks/shapes_protocol.py --list           # the configurations, their keys and UNet evaluations per image
-    python benchmarks/shapes_protocol.py --split test --settings nlg-k4-cfg1-s20 cfg1-s28 --shard 0/2   # one process' share
-    python benchmarks/shapes_protocol.py --split test --pipeline PATH --tag seed2   # a second training seed of the model
-    python benchmarks/shapes_protocol.py --quick --out-dir /tmp/sp                   # a smoke run
+    python -m benchmarks.shapes_protocol --split dev      # choose the CFG scale (and look at K, η) on dev seeds
+    python -m benchmarks.shapes_protocol --split test     # the reported numbers, on seeds never used to choose
+    python -m benchmarks.shapes_protocol --list           # the configurations, their keys and UNet evaluations per image
+    python -m benchmarks.shapes_protocol --split test --settings nlg-k4-cfg1-s20 cfg1-s28 --shard 0/2   # one process' share
+    python -m benchmarks.shapes_protocol --split test --pipeline PATH --tag seed2   # a second training seed of the model
+    python -m benchmarks.shapes_protocol --quick --out-dir /tmp/sp                   # a smoke run
 
 **Prompts.** The 553 prompts of ``nlg/shapes/evaluation_metadata.jsonl`` (GenEval's task sizes, drawn as
 GenEval's ``create_prompts`` draws; :func:`nlg.shapes.geneval.build_prompts`).  **Seeds.** Image ``j`` of
@@ -350,7 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     against = {c: compare(c, headline) for c in controls}
 
     # -- tables ----------------------------------------------------------------------------------
-    command = " ".join(["python benchmarks/shapes_protocol.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m benchmarks.shapes_protocol", *(sys.argv[1:] if argv is None else argv)])
     n_prompts = len(prompts)
     head = [f"# Shapes protocol, {args.split} split{f' ({args.tag})' if args.tag else ''}", "",
             f"{n_prompts} prompts × {args.images_per_prompt} images ({args.split} seeds), model "

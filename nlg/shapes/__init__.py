@@ -63,7 +63,7 @@ DEFAULT_PIPELINE = Path(__file__).resolve().parent / "weights" / "shapes_ldm"
 #: DDIM steps users should use.
 DEFAULT_INFERENCE_STEPS = 20
 #: The classifier-free guidance scale users should use, 1 (no guidance).  Chosen on the protocol's development seeds
-#: (``python benchmarks/shapes_protocol.py --split dev``, 553 prompts × 2 seeds, DDIM 20): GenEval overall 33.6% at
+#: (``python -m benchmarks.shapes_protocol --split dev``, 553 prompts × 2 seeds, DDIM 20): GenEval overall 33.6% at
 #: CFG 1, 32.6% at 3, 27.1% at 5 and 23.1% at 8; guidance helps colours (20% → 30–32%) but loses objects.
 DEFAULT_GUIDANCE_SCALE = 1.0
 

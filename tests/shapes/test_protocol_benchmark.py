@@ -70,7 +70,7 @@ def test_tables_agree_with_the_cached_images(tmp_path, pipeline):
         assert (comparison["overall"]["b"], comparison["overall"]["c"]) == (int(np.sum((first == 0) & (second == 1))),
                                                                             int(np.sum((first == 1) & (second == 0))))
     markdown = (tmp_path / "out" / "shapes_protocol_dev.md").read_text()
-    assert "Reproduce: `python benchmarks/shapes_protocol.py --quick" in markdown and "Failure reasons" in markdown
+    assert "Reproduce: `python -m benchmarks.shapes_protocol --quick" in markdown and "Failure reasons" in markdown
     assert (tmp_path / "out" / "shapes_protocol_dev.png").stat().st_size > 10_000
 
     # the test split refuses to run before the dev split has chosen the CFG scale, then uses other seeds
