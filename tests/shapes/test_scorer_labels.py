@@ -107,7 +107,7 @@ def test_sample_command_generates_each_image_from_its_own_seed_and_scale(tmp_pat
 
     from nlg.shapes import load_pipeline
     from nlg.shapes.labels import main
-    from tests.helpers.tiny import save_tiny_pipeline
+    from nlg.testing import save_tiny_pipeline
 
     folder = save_tiny_pipeline(tmp_path / "pipe")
     out = tmp_path / "set"
