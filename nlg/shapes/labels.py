@@ -100,11 +100,12 @@ def _wrap(text: str, font: Any, width: int) -> List[str]:
     return lines or [""]
 
 
-def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int) -> List[Dict[str, Any]]:
+def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int,
+                   prompts_path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """What to sample for labelling: ``per_task`` images of each task, as ``{"prompt", "task", "guidance_scale", "seed"}``.
 
     Tasks in :data:`~nlg.shapes.data.TASKS` order; the ``j``-th image of a task has the task's ``j mod P``-th
-    mini-GenEval prompt (:func:`nlg.shapes.geneval.load_prompts`, ``P`` of them) and the scale
+    distinct mini-GenEval prompt (:func:`nlg.shapes.geneval.load_prompts`, ``P`` of them, in file order) and the scale
     ``guidance_scales[j·S // per_task]`` (``S`` scales: consecutive equal blocks, so every scale gets
     ``per_task / S`` images of each task, ± 1); image ``i`` of the whole plan has the generator seed ``seed + i``.
 
@@ -112,14 +113,17 @@ def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int) -
         per_task (`int`): images per task (≥ 1).
         guidance_scales (`Sequence[float]`): the CFG scales to spread them over (non-empty).
         seed (`int`): seed of the first image; pick one disjoint from evaluation and training seeds.
+        prompts_path (`str` or `Path`, *optional*): an ``evaluation_metadata.jsonl``; defaults to
+            :data:`nlg.shapes.geneval.PROMPTS_PATH`.
     """
-    from .geneval import load_prompts
+    from .geneval import PROMPTS_PATH, load_prompts
 
     if per_task < 1 or not guidance_scales:
         raise ValueError(f"per_task must be >= 1 and guidance_scales non-empty, got {per_task} and {guidance_scales}")
     plan: List[Dict[str, Any]] = []
     for task in TASKS:
-        prompts = [row["prompt"] for row in load_prompts(tasks=[task])]
+        rows = load_prompts(PROMPTS_PATH if prompts_path is None else prompts_path, tasks=[task])
+        prompts = list(dict.fromkeys(row["prompt"] for row in rows))
         for j in range(per_task):
             plan.append({"prompt": prompts[j % len(prompts)], "task": task,
                          "guidance_scale": float(guidance_scales[j * len(guidance_scales) // per_task]),
@@ -272,7 +276,7 @@ def score_labels(path: PathLike) -> Dict[str, Any]:
 def _sample(args: argparse.Namespace) -> int:
     from . import DEFAULT_INFERENCE_STEPS, load_pipeline
 
-    plan = labelling_plan(args.per_task, args.guidance_scales, args.seed)
+    plan = labelling_plan(args.per_task, args.guidance_scales, args.seed, args.prompts)
     steps = DEFAULT_INFERENCE_STEPS if args.steps is None else args.steps
     print(sample_labelling_set(load_pipeline(args.pipeline), plan, args.out, num_inference_steps=steps,
                                per_sheet=args.per_sheet))
@@ -299,6 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="CFG scales, spread evenly over each task's images (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=7_000_000, help="generator seed of the first image, +1 per image "
                         "(default: %(default)s; evaluation uses 10^7+ and training scenes 10^6…10^6+40000)")
+    sample.add_argument("--prompts", type=Path, default=None, help="evaluation_metadata.jsonl (default: the shipped one)")
     sample.add_argument("--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: DEFAULT_INFERENCE_STEPS)")
     sample.add_argument("--per-sheet", type=int, default=40, help="images per contact sheet (default: %(default)s)")
