@@ -2,7 +2,8 @@
 
 The workflow (issue 19: ≥ 200 generated images labelled by eye, committed beside the images)::
 
-    python -m nlg.shapes.labels sample --out benchmarks/results/shapes_labels --count 240
+    python -m nlg.shapes.labels sample --out benchmarks/results/shapes_labels --per-task 40 \
+        --guidance-scales 1 3 5 8 --seed 7000000 --pipeline nlg/shapes/weights/shapes_ldm
     # look at contact_sheet_*.png, fill in "verdict" (and "reason") in labels.jsonl
     python -m nlg.shapes.labels agreement benchmarks/results/shapes_labels/labels.jsonl
 
@@ -39,7 +40,8 @@ from .data import TASKS
 from .metadata import caption_metadata
 from .scorer import FAILURE_REASONS, score_image
 
-__all__ = ["VERDICTS", "contact_sheet", "write_labelling_set", "read_labels", "agreement", "score_labels", "main"]
+__all__ = ["VERDICTS", "contact_sheet", "labelling_plan", "write_labelling_set", "sample_labelling_set", "read_labels",
+           "agreement", "score_labels", "main"]
 
 #: The human verdicts.
 VERDICTS = ("correct", "incorrect")
@@ -98,8 +100,67 @@ def _wrap(text: str, font: Any, width: int) -> List[str]:
     return lines or [""]
 
 
+def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int,
+                   prompts_path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """What to sample for labelling: ``per_task`` images of each task, as ``{"prompt", "task", "guidance_scale", "seed"}``.
+
+    Tasks in :data:`~nlg.shapes.data.TASKS` order; the ``j``-th image of a task has the task's ``j mod P``-th
+    distinct mini-GenEval prompt (:func:`nlg.shapes.geneval.load_prompts`, ``P`` of them, in file order) and the scale
+    ``guidance_scales[j·S // per_task]`` (``S`` scales: consecutive equal blocks, so every scale gets
+    ``per_task / S`` images of each task, ± 1); image ``i`` of the whole plan has the generator seed ``seed + i``.
+
+    Args:
+        per_task (`int`): images per task (≥ 1).
+        guidance_scales (`Sequence[float]`): the CFG scales to spread them over (non-empty).
+        seed (`int`): seed of the first image; pick one disjoint from evaluation and training seeds.
+        prompts_path (`str` or `Path`, *optional*): an ``evaluation_metadata.jsonl``; defaults to
+            :data:`nlg.shapes.geneval.PROMPTS_PATH`.
+    """
+    from .geneval import PROMPTS_PATH, load_prompts
+
+    if per_task < 1 or not guidance_scales:
+        raise ValueError(f"per_task must be >= 1 and guidance_scales non-empty, got {per_task} and {guidance_scales}")
+    plan: List[Dict[str, Any]] = []
+    for task in TASKS:
+        rows = load_prompts(PROMPTS_PATH if prompts_path is None else prompts_path, tasks=[task])
+        prompts = list(dict.fromkeys(row["prompt"] for row in rows))
+        for j in range(per_task):
+            plan.append({"prompt": prompts[j % len(prompts)], "task": task,
+                         "guidance_scale": float(guidance_scales[j * len(guidance_scales) // per_task]),
+                         "seed": seed + len(plan)})
+    return plan
+
+
+def sample_labelling_set(pipe: Any, plan: Sequence[Dict[str, Any]], out_dir: PathLike, *, num_inference_steps: int,
+                         per_sheet: int = 40) -> Path:
+    """Generate the images of a :func:`labelling_plan` and write them with :func:`write_labelling_set`.
+
+    Image ``i`` is ``pipe(plan[i]["prompt"], guidance_scale=plan[i]["guidance_scale"],
+    generator=torch.Generator().manual_seed(plan[i]["seed"]))`` with the pipeline's own scheduler
+    (:func:`nlg.shapes.sampling.generate`); its scale and seed are kept in its row of the labels file.
+
+    Args:
+        pipe (`StableDiffusionPipeline`): e.g. ``nlg.shapes.load_pipeline(path)``.
+        plan (`Sequence[dict]`): from :func:`labelling_plan`.
+        out_dir (`str` or `Path`): the folder.
+        num_inference_steps (`int`): sampler steps.
+        per_sheet (`int`, defaults to 40): images per contact sheet.
+    """
+    from .sampling import SamplingConfig, generate
+
+    images: List[Any] = [None] * len(plan)
+    for scale in sorted({row["guidance_scale"] for row in plan}):
+        where = [i for i, row in enumerate(plan) if row["guidance_scale"] == scale]
+        batch = generate(pipe, [plan[i]["prompt"] for i in where], [plan[i]["seed"] for i in where],
+                         SamplingConfig(scale), num_inference_steps=num_inference_steps)
+        for i, image in zip(where, batch):
+            images[i] = image
+    extra = [{"guidance_scale": row["guidance_scale"], "seed": row["seed"], "steps": num_inference_steps} for row in plan]
+    return write_labelling_set(images, [row["prompt"] for row in plan], out_dir, per_sheet=per_sheet, extra=extra)
+
+
 def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: PathLike, *,
-                        per_sheet: int = 48) -> Path:
+                        per_sheet: int = 48, extra: Optional[Sequence[Dict[str, Any]]] = None) -> Path:
     """Write images, contact sheets and an unlabelled labels file to fill in by eye; returns the labels file.
 
     Writes ``images/{i:04d}.png``, ``contact_sheet_{k:02d}.png`` (``per_sheet`` images each, numbered as the files)
@@ -110,11 +171,13 @@ def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: 
         prompts (`Sequence[str]`): one caption-template prompt per image.
         out_dir (`str` or `Path`): the folder.
         per_sheet (`int`, defaults to 48): images per contact sheet.
+        extra (`Sequence[dict]`, *optional*): more keys for each image's row (e.g. its seed and CFG scale).
     """
     from PIL import Image
 
-    if len(images) != len(prompts):
-        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
+    if len(images) != len(prompts) or (extra is not None and len(extra) != len(images)):
+        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts and "
+                         f"{'no' if extra is None else len(extra)} extra rows")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -122,7 +185,7 @@ def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: 
         caption_metadata(prompt)  # refuse prompts the scorer cannot judge now, not after labelling
         name = f"images/{i:04d}.png"
         atomic_write(out / name, lambda f, image=image: Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG"))
-        rows.append({"image": name, "prompt": prompt, "verdict": "", "reason": ""})
+        rows.append({"image": name, "prompt": prompt, **({} if extra is None else extra[i]), "verdict": "", "reason": ""})
     for k, first in enumerate(range(0, len(rows), per_sheet)):
         contact_sheet(images[first : first + per_sheet], prompts[first : first + per_sheet],
                       out / f"contact_sheet_{k:02d}.png", start=first)
@@ -211,16 +274,12 @@ def score_labels(path: PathLike) -> Dict[str, Any]:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from . import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
-    from .geneval import load_prompts
-    from .sampling import SamplingConfig, generate
+    from . import DEFAULT_INFERENCE_STEPS, load_pipeline
 
-    prompts = [row["prompt"] for row in load_prompts()]
-    chosen = [prompts[i % len(prompts)] for i in range(args.count)]
-    seeds = [args.seed + i for i in range(args.count)]
-    scale = DEFAULT_GUIDANCE_SCALE if args.guidance_scale is None else args.guidance_scale
-    images = generate(load_pipeline(), chosen, seeds, SamplingConfig(scale), num_inference_steps=DEFAULT_INFERENCE_STEPS)
-    print(write_labelling_set(images, chosen, args.out))
+    plan = labelling_plan(args.per_task, args.guidance_scales, args.seed, args.prompts)
+    steps = DEFAULT_INFERENCE_STEPS if args.steps is None else args.steps
+    print(sample_labelling_set(load_pipeline(args.pipeline), plan, args.out, num_inference_steps=steps,
+                               per_sheet=args.per_sheet))
     return 0
 
 
@@ -239,9 +298,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     sample = commands.add_parser("sample", help="generate images and write contact sheets and an empty labels file")
     sample.add_argument("--out", type=Path, required=True, help="output folder")
-    sample.add_argument("--count", type=int, default=240, help="images (prompts cycled in order; default: %(default)s)")
-    sample.add_argument("--seed", type=int, default=8_000_000, help="seed of the first image (default: %(default)s)")
-    sample.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default: the model's default)")
+    sample.add_argument("--per-task", type=int, default=40, help="images per task (default: %(default)s)")
+    sample.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 3.0, 5.0, 8.0],
+                        help="CFG scales, spread evenly over each task's images (default: %(default)s)")
+    sample.add_argument("--seed", type=int, default=7_000_000, help="generator seed of the first image, +1 per image "
+                        "(default: %(default)s; evaluation uses 10^7+ and training scenes 10^6…10^6+40000)")
+    sample.add_argument("--prompts", type=Path, default=None, help="evaluation_metadata.jsonl (default: the shipped one)")
+    sample.add_argument("--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: DEFAULT_INFERENCE_STEPS)")
+    sample.add_argument("--per-sheet", type=int, default=40, help="images per contact sheet (default: %(default)s)")
     sample.set_defaults(run=_sample)
     agree = commands.add_parser("agreement", help="the scorer's agreement with a labels file, as a Markdown table")
     agree.add_argument("labels", type=Path, help="the labels.jsonl file")

@@ -80,3 +80,46 @@ def test_read_labels_refuses_bad_rows(tmp_path):
         path.write_text(json.dumps(row) + "\n")
         with pytest.raises(ValueError, match=match):
             read_labels(path)
+
+
+def test_labelling_plan_spreads_tasks_scales_and_seeds():
+    from nlg.shapes.data import TASKS
+    from nlg.shapes.geneval import load_prompts
+    from nlg.shapes.labels import labelling_plan
+
+    plan = labelling_plan(10, [1.0, 3.0, 5.0, 8.0], 7_000_000)
+    assert len(plan) == 60 and [row["seed"] for row in plan] == list(range(7_000_000, 7_000_060))
+    for task in TASKS:
+        rows = [row for row in plan if row["task"] == task]
+        assert len(rows) == 10
+        allowed = {r["prompt"] for r in load_prompts(tasks=[task])}
+        assert {row["prompt"] for row in rows} <= allowed  # the task's own mini-GenEval prompts
+        assert len({row["prompt"] for row in rows}) == min(10, len(allowed))  # cycled, none skipped
+        scales = [row["guidance_scale"] for row in rows]
+        assert sorted(scales) == scales and all(2 <= scales.count(s) <= 3 for s in (1.0, 3.0, 5.0, 8.0))
+    with pytest.raises(ValueError, match="per_task"):
+        labelling_plan(0, [1.0], 0)
+
+
+def test_sample_command_generates_each_image_from_its_own_seed_and_scale(tmp_path):
+    import torch
+    from PIL import Image
+
+    from nlg.shapes import load_pipeline
+    from nlg.shapes.labels import main
+    from nlg.testing import save_tiny_pipeline
+
+    folder = save_tiny_pipeline(tmp_path / "pipe")
+    out = tmp_path / "set"
+    assert main(["sample", "--out", str(out), "--per-task", "2", "--guidance-scales", "1", "4", "--seed", "500",
+                 "--pipeline", str(folder), "--steps", "2", "--per-sheet", "5"]) == 0
+    rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and len(list(out.glob("contact_sheet_*.png"))) == 3
+    assert [r["guidance_scale"] for r in rows[:2]] == [1.0, 4.0] and [r["seed"] for r in rows] == list(range(500, 512))
+    pipe = load_pipeline(folder)
+    for row in (rows[0], rows[7]):  # each image is the pipeline's own output for its prompt, seed and scale
+        direct = pipe(row["prompt"], num_inference_steps=2, guidance_scale=row["guidance_scale"], output_type="np",
+                      generator=torch.Generator().manual_seed(row["seed"])).images[0]
+        expected = np.clip(np.round(direct * 255.0), 0, 255).astype(np.uint8)
+        saved = np.asarray(Image.open(out / row["image"]).convert("RGB"))
+        assert np.abs(saved.astype(int) - expected.astype(int)).max() <= 1  # batched vs single: float noise only
