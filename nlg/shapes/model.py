@@ -9,8 +9,9 @@
 The sizes were chosen by measured CPU cost (a UNet training step of batch 32 takes about 1–2 s on one thread
 of the shared 2-core machine), so that ``python -m nlg.shapes.train`` fits in 90 minutes.
 
-* the noise schedule is Stable Diffusion's (``scaled_linear`` betas 0.00085 → 0.012, 1000 steps,
-  ε-prediction, so ᾱ_999 ≈ 0.0047: the non-zero terminal SNR that gives NLG its signal at t = 999); sampling
+* the noise schedule is Stable Diffusion's (``scaled_linear`` betas 0.00085 → 0.012, 1000 steps, so
+  ᾱ_999 ≈ 0.0047: the non-zero terminal SNR that gives NLG its signal at t = 999), with v-prediction as in
+  Stable Diffusion 2.1 (:data:`PREDICTION_TYPE`; the noise is plain Gaussian ε either way); sampling
   uses ``DDIMScheduler`` with ``timestep_spacing="trailing"``, so the first sampling step is t = 999, the
   timestep NLG refines at.
 
@@ -35,6 +36,7 @@ __all__ = [
     "UNET_CONFIG",
     "SCHEDULER_CONFIG",
     "LATENT_SIZE",
+    "PREDICTION_TYPE",
     "build_vae",
     "whiten_vae",
     "build_text_encoder",
@@ -86,8 +88,15 @@ UNET_CONFIG: Dict[str, Any] = dict(
     addition_embed_type_num_heads=4,
 )
 
-#: Stable Diffusion's training schedule, ε-prediction.
-SCHEDULER_CONFIG: Dict[str, Any] = dict(STABLE_DIFFUSION_SCHEDULE)
+#: The shipped model's prediction type.  v-prediction (Salimans & Ho 2022, https://arxiv.org/abs/2202.00512)
+#: weighs the error in the predicted image by 1 + SNR(t) where ε-prediction weighs it by SNR(t), about 0.005 at
+#: t = 999: an ε model hardly learns what the prompt says about the image's colours and layout, which are
+#: decided at the noisiest timesteps, and takes them from the initial noise instead (measured: with ε the
+#: colour word of a prompt barely changed the image of a seed; see the shapes guide's model card).
+PREDICTION_TYPE = "v_prediction"
+
+#: Stable Diffusion's training schedule with :data:`PREDICTION_TYPE`.
+SCHEDULER_CONFIG: Dict[str, Any] = dict(STABLE_DIFFUSION_SCHEDULE, prediction_type=PREDICTION_TYPE)
 
 
 def _seeded(seed: int, build):
@@ -160,11 +169,25 @@ def build_unet(*, seed: int = 0) -> UNet2DConditionModel:
     return _seeded(seed, lambda: UNet2DConditionModel(**UNET_CONFIG))
 
 
-def training_scheduler() -> DDPMScheduler:
-    """``DDPMScheduler`` with SD's betas: the training noise schedule."""
-    return DDPMScheduler(**SCHEDULER_CONFIG)
+def _schedule(prediction_type: str) -> Dict[str, Any]:
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    return dict(SCHEDULER_CONFIG, prediction_type=prediction_type)
 
 
-def sampling_scheduler() -> DDIMScheduler:
-    """``DDIMScheduler`` with SD's betas, ``set_alpha_to_one=False`` and trailing spacing (first step at t = 999)."""
-    return DDIMScheduler(**SCHEDULER_CONFIG, steps_offset=1, set_alpha_to_one=False, timestep_spacing="trailing")
+def training_scheduler(prediction_type: str = PREDICTION_TYPE) -> DDPMScheduler:
+    """``DDPMScheduler`` with SD's betas: the training noise schedule.
+
+    Args:
+        prediction_type (`str`, defaults to :data:`PREDICTION_TYPE`): ``"epsilon"`` or ``"v_prediction"``.
+    """
+    return DDPMScheduler(**_schedule(prediction_type))
+
+
+def sampling_scheduler(prediction_type: str = PREDICTION_TYPE) -> DDIMScheduler:
+    """``DDIMScheduler`` with SD's betas, ``set_alpha_to_one=False`` and trailing spacing (first step at t = 999).
+
+    Args:
+        prediction_type (`str`, defaults to :data:`PREDICTION_TYPE`): must match the training's.
+    """
+    return DDIMScheduler(**_schedule(prediction_type), steps_offset=1, set_alpha_to_one=False, timestep_spacing="trailing")

@@ -53,6 +53,7 @@ from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
 from .data import render_dataset
 from .model import (
+    PREDICTION_TYPE,
     SCHEDULER_CONFIG,
     TEXT_CONFIG,
     UNET_CONFIG,
@@ -93,6 +94,8 @@ class ShapesTraining:
         caption_dropout (`float`, defaults to 0.1): probability of training a caption as ``""``.
         ema_decay (`float`, *optional*, defaults to 0.999): EMA decay of the shipped weights (``None``: the last weights).
         min_snr_gamma (`float`, *optional*): Min-SNR-γ loss weights (Hang et al. 2023, https://arxiv.org/abs/2303.09556).
+        prediction_type (`str`, defaults to ``"v_prediction"``): the UNet's target, ``"v_prediction"`` or
+            ``"epsilon"`` (the v1 and first v2 models); written into the pipeline's scheduler config.
         seed (`int`, defaults to 0): seeds the initial weights and every draw.
     """
 
@@ -109,6 +112,7 @@ class ShapesTraining:
     caption_dropout: float = 0.1
     ema_decay: Optional[float] = 0.999
     min_snr_gamma: Optional[float] = None
+    prediction_type: str = PREDICTION_TYPE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -132,6 +136,8 @@ class ShapesTraining:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
 
@@ -172,7 +178,7 @@ def _vae_loss(vae: Any, images: Tensor, s: ShapesTraining):
 
 
 def _diffusion_loss(unet: Any, text_encoder: Any, latents: Tensor, ids: Tensor, empty: Tensor, s: ShapesTraining):
-    scheduler = training_scheduler()
+    scheduler = training_scheduler(s.prediction_type)
 
     def loss_fn(step: int, generator: torch.Generator) -> Tensor:
         index = torch.randint(0, len(latents), (s.batch_size,), generator=generator)
@@ -255,7 +261,7 @@ def train(
     text_encoder.eval().requires_grad_(False)
 
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sampling_scheduler(),
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sampling_scheduler(s.prediction_type),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     staging = out.with_name(out.name + ".staging")
@@ -272,7 +278,7 @@ def train(
         latent_scaling_factor=scaling_factor,
         parameters={name: sum(p.numel() for p in m.parameters())
                     for name, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))},
-        configs={"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": UNET_CONFIG, "scheduler": SCHEDULER_CONFIG},
+        configs={"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": UNET_CONFIG, "scheduler": dict(SCHEDULER_CONFIG, prediction_type=s.prediction_type)},
         train_seeds=[TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes],
         sha256=safetensors_sha256(out),
         size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
@@ -295,12 +301,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lr", type=float, default=None, help="UNet + text encoder peak learning rate")
     parser.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the shipped weights (0: no EMA)")
     parser.add_argument("--min-snr-gamma", type=float, default=None, help="Min-SNR-γ loss weights (default: off)")
+    parser.add_argument("--prediction-type", choices=("v_prediction", "epsilon"), default=None,
+                        help=f"the UNet's target (default {PREDICTION_TYPE})")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
     settings = QUICK_TRAINING if args.quick else DEFAULT_TRAINING
     overrides: Dict[str, Any] = {}
-    for name in ("steps", "seed", "lr", "min_snr_gamma"):
+    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.ema_decay is not None:
