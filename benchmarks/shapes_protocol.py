@@ -64,6 +64,7 @@ from nlg.shapes.geneval import load_prompts
 from nlg.shapes.sampling import SamplingConfig, generate, score_batch, shuffled_prompts, split_seed
 from nlg.shapes.train import safetensors_sha256
 from nlg.utils.io import atomic_write, atomic_write_json, atomic_write_text
+from nlg.utils.tables import markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCALES = (1.0, 3.0, 5.0, 8.0)
@@ -114,10 +115,11 @@ def build_settings(args: argparse.Namespace, best_cfg: Optional[float]) -> List[
     d, k = args.default_steps, args.control_budget
     for budget in args.budgets:
         add(f"nlg-k{budget}-cfg1-s{d}", "nlg-cfg1", _nlg(1.0, budget), d)
-    add(f"nlg-k{k}-cfg1-s{d}", "nlg-cfg1", _nlg(1.0, k), d)
-    add(f"empty-k{k}-cfg1-s{d}", "control", _nlg(1.0, k, "empty"), d)
-    add(f"shuffled-k{k}-cfg1-s{d}", "control", _nlg(1.0, k, "shuffled"), d)
-    add(f"cfg1-s{d + 2 * k}", "control", SamplingConfig(1.0), d + 2 * k)
+    if not args.no_controls:
+        add(f"nlg-k{k}-cfg1-s{d}", "nlg-cfg1", _nlg(1.0, k), d)
+        add(f"empty-k{k}-cfg1-s{d}", "control", _nlg(1.0, k, "empty"), d)
+        add(f"shuffled-k{k}-cfg1-s{d}", "control", _nlg(1.0, k, "shuffled"), d)
+        add(f"cfg1-s{d + 2 * k}", "control", SamplingConfig(1.0), d + 2 * k)
     if best_cfg is not None:
         add(f"cfg{best_cfg:g}-s{d}", "plain", SamplingConfig(best_cfg), d)
         for budget in args.best_budgets:
@@ -183,7 +185,7 @@ def _fmt(x: float, low: Optional[float] = None, high: Optional[float] = None, si
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return markdown_table(header, rows).split("\n")
 
 
 def _star(p: float) -> str:
@@ -236,8 +238,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS, help=f"plain DDIM steps (default {STEPS})")
     parser.add_argument("--default-steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="DDIM steps under NLG and the controls")
     parser.add_argument("--budgets", type=int, nargs="+", default=BUDGETS, help=f"K of NLG at CFG 1, η = 20/K (default {BUDGETS})")
-    parser.add_argument("--best-budgets", type=int, nargs="+", default=BEST_BUDGETS, help=f"K of NLG on the best CFG (default {BEST_BUDGETS})")
+    parser.add_argument("--best-budgets", type=int, nargs="*", default=BEST_BUDGETS,
+                        help=f"K of NLG on the best CFG (default {BEST_BUDGETS}; none: no NLG on the best CFG)")
     parser.add_argument("--control-budget", type=int, default=CONTROL_BUDGET, help="K of the NLG the controls match (default 4)")
+    parser.add_argument("--no-controls", action="store_true", help="leave out the three controls (e.g. on the dev split)")
     parser.add_argument("--best-cfg", type=float, default=None, help="the best plain scale (default: dev's, from shapes_protocol_dev.json)")
     parser.add_argument("--baseline", default=None, help="configuration key every other is tested against (default: plain at the best CFG)")
     parser.add_argument("--settings", nargs="+", default=None, metavar="KEY", help="only generate these configurations (see --list)")
@@ -340,7 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     k, d = args.control_budget, args.default_steps
     headline = f"nlg-k{k}-cfg1-s{d}"
     controls = [f"cfg1-s{d}", f"empty-k{k}-cfg1-s{d}", f"shuffled-k{k}-cfg1-s{d}", f"cfg1-s{d + 2 * k}"]
-    controls = [c for c in dict.fromkeys(controls) if c in correct]
+    controls = [c for c in dict.fromkeys(controls) if c in correct and headline in correct and c != headline]
 
     def compare(first: str, second: str) -> Dict[str, Dict[str, float]]:
         return paired_comparison(correct[first], correct[second], prompt_ids, tags, tasks=TASKS,
@@ -367,13 +371,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines += _table(["key"] + COLUMNS, [[f"`{key}`"] + [f"{_fmt(v[c]['difference'], v[c]['low'], v[c]['high'], True)} "
                                                           f"{_star(v[c]['p_holm'])}" for c in COLUMNS]
                                          for key, v in versus.items()])
-    lines += ["", f"## Controls: `{headline}` minus each control, Δ accuracy (pp) [95% CI], McNemar p (Holm)", "",
-              "`empty`: the direction uses the empty prompt on both sides; `shuffled`: another prompt of the set; "
-              f"`cfg1-s{d + 2 * k}`: plain sampling at the same UNet evaluations per image.", ""]
-    lines += _table(["control", "accuracy of control (overall)"] + COLUMNS,
-                    [[f"`{c}`", _fmt(accuracy[c]["overall"].estimate)] +
-                     [f"{_fmt(v[col]['difference'], v[col]['low'], v[col]['high'], True)} {_star(v[col]['p_holm'])}" for col in COLUMNS]
-                     for c, v in against.items()])
+    if against:
+        lines += ["", f"## Controls: `{headline}` minus each control, Δ accuracy (pp) [95% CI], McNemar p (Holm)", "",
+                  "`empty`: the direction uses the empty prompt on both sides; `shuffled`: another prompt of the set; "
+                  f"`cfg1-s{d + 2 * k}`: plain sampling at the same UNet evaluations per image.", ""]
+        lines += _table(["control", "accuracy of control (overall)"] + COLUMNS,
+                        [[f"`{c}`", _fmt(accuracy[c]["overall"].estimate)] +
+                         [f"{_fmt(v[col]['difference'], v[col]['low'], v[col]['high'], True)} {_star(v[col]['p_holm'])}" for col in COLUMNS]
+                         for c, v in against.items()])
     reason_rows = []
     for s in settings:
         counts = {r: 0 for r in REASONS + ("other",)}

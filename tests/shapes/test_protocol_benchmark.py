@@ -105,3 +105,15 @@ def test_split_and_resumed_runs_make_the_same_images(tmp_path, pipeline):
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     with pytest.raises(SystemExit, match="settings"):
         _run(bench, pipeline, tmp_path / "one", tmp_path / "single", "--settings", "no-such-config")
+
+
+def test_no_controls_and_no_best_budgets_leave_those_configurations_out(capsys):
+    bench = _bench()
+    assert bench.main(["--list", "--split", "dev", "--scales", "1", "3", "--steps", "20", "--budgets", "4",
+                       "--best-budgets", "--no-controls"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed[:3] == ["cfg1-s20", "cfg3-s20", "nlg-k4-cfg1-s20"]
+    assert not any(key.startswith(("empty-", "shuffled-")) or key == "cfg1-s28" for key in listed)
+    assert bench.main(["--list", "--split", "dev", "--scales", "1", "--steps", "20", "--budgets", "4"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert {"empty-k4-cfg1-s20", "shuffled-k4-cfg1-s20", "cfg1-s28"} <= set(listed)
