@@ -14,8 +14,8 @@ pyramid         ``--pyramid_noise 6 --pyramid_discount 0.4`` (Whitaker 2023)
 probabilistic   ``--probabilistic_offset balanced --probabilistic_offset_strength 0.1`` (arXiv 2412.03134),
                 sampled from its own x_T (:func:`nlg.training.initial_latents`)
 zero_snr        ``--zero_terminal_snr --prediction_type v_prediction`` (Lin et al. 2024), sampled with the saved
-                zero-SNR trailing scheduler and CFG rescale 0.7; the shapes model is an ε-model, so this LoRA must
-                also switch the objective to v — a handicap the other variants do not have
+                zero-SNR trailing scheduler and CFG rescale 0.7; the shapes model is a v-model, so only the
+                schedule changes (on an ε base model this LoRA would also have to switch its objective to v)
 ==============  ===============================================================================================
 
 Measures, per caption word: W₁ between the per-image mean brightness of generated images and of the training

@@ -15,18 +15,24 @@ Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine A
    the pipeline is unmodified): one direction (object vs. white background) carries most of the latent variance,
    and without whitening the diffusion loss barely notices a wrong colour.  ``scaling_factor`` = 1 / std of the
    latents, as in Stable Diffusion.
-2. **UNet + text encoder, jointly**, on the DDPM ε-objective (Ho et al. 2020, https://arxiv.org/abs/2006.11239)
-   in latent space (Rombach et al. 2022, https://arxiv.org/abs/2112.10752), batches from
-   :func:`nlg.training.training_batch` with its defaults — uniform t on SD's ``scaled_linear`` schedule and
-   **plain Gaussian ε, the noise an unmodified pipeline samples from**:
+2. **UNet + text encoder, jointly**, on the DDPM objective (Ho et al. 2020, https://arxiv.org/abs/2006.11239)
+   in latent space (Rombach et al. 2022, https://arxiv.org/abs/2112.10752) with v-prediction (Salimans & Ho
+   2022, https://arxiv.org/abs/2202.00512), batches from :func:`nlg.training.training_batch` with its defaults —
+   uniform t on SD's ``scaled_linear`` schedule and **plain Gaussian ε, the noise an unmodified pipeline samples
+   from**:
 
    .. math::
-       \mathcal L = \lVert \epsilon_\theta(\sqrt{\bar\alpha_t} z_0 + \sqrt{1-\bar\alpha_t}\,\epsilon, t, \tau(c)) - \epsilon\rVert_2^2,
+       x_t = \sqrt{\bar\alpha_t} z_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\qquad
+       \mathcal L = \lVert v_\theta(x_t, t, \tau(c)) - (\sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,z_0)\rVert_2^2,
        \qquad c = \text{""} \text{ with probability } p_{\text{drop}},
 
-   where :math:`z_0` is the VAE's posterior mean (no posterior sampling) times ``scaling_factor``.  The caption
-   dropout trains the unconditional ``ε(·|"")`` that classifier-free guidance and NLG need.  The shipped
-   weights are an exponential moving average of the UNet's and text encoder's (:class:`nlg.training.loop.EMA`).
+   where :math:`z_0` is the VAE's posterior mean (no posterior sampling) times ``scaling_factor``.  In terms of
+   the predicted image this loss is :math:`(1 + \mathrm{SNR}_t)\lVert \hat z_0 - z_0\rVert^2` where the
+   ε-objective (``prediction_type="epsilon"``) gives :math:`\mathrm{SNR}_t\lVert \hat z_0 - z_0\rVert^2`,
+   about 0.005 of it at t = 999: the ε model barely learnt what the prompt says about colours and layout, decided
+   at the noisiest steps, and took them from the initial noise.  The caption dropout trains the unconditional
+   prediction that classifier-free guidance and NLG need.  The shipped weights are an exponential moving average
+   of the UNet's and text encoder's (:class:`nlg.training.loop.EMA`).
 
 The finished pipeline is written with ``save_pretrained`` into a staging folder and renamed into place, with
 ``<out>.json`` (settings, the command, wall time, thread count, sha256 of every weights file) beside it.
