@@ -19,6 +19,7 @@ from nlg.shapes import (
     load_pipeline,
     unknown_words,
 )
+from nlg.shapes.sampling import SamplingConfig, generate, image_seed
 from nlg.shapes.scorer import assign_pixels
 from nlg.shapes.tokenizer import WORDS
 
@@ -102,6 +103,16 @@ def test_nlg_with_zero_steps_is_the_plain_pipeline_pixel_for_pixel(pipe):
                                                                return_refinement=True, **kwargs)
     assert refined.images.shape == plain.shape and not np.array_equal(refined.images, plain)
     assert refinement.latents.shape == (2, 4, 16, 16) and (refinement.step_norms > 0).all()
+
+
+def test_images_do_not_depend_on_the_batch_size(pipe):
+    # the protocol's sampler on the shipped weights (tests/shapes/test_protocol_sampling.py checks a tiny pipeline)
+    texts = ["a photo of a red circle", "a photo of two squares", "a photo of a triangle above a circle"]
+    seeds = [image_seed(3, i, 0) for i in range(3)]
+    for config in (SamplingConfig(3.0), SamplingConfig(3.0, 2, 1.0)):
+        together = generate(pipe, texts, seeds, config, num_inference_steps=4, batch_size=3)
+        alone = generate(pipe, texts, seeds, config, num_inference_steps=4, batch_size=1)
+        assert np.abs(together.astype(int) - alone.astype(int)).max() <= 1  # float reductions may differ by one level
 
 
 def test_empty_and_unknown_prompts_run_and_check_prompt_names_unknown_words(pipe):
