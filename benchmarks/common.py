@@ -4,12 +4,14 @@
 * :func:`command` is the command line that reproduces a run (``python -m benchmarks.<name> ...``);
 * :func:`interleaved` times several arms round by round in one process, so that a machine's load drift
   hits every arm alike; :func:`paired_ratios` divides them round by round;
+* :func:`lora_study_parser` and :func:`fill_defaults` are the command line the LoRA studies share;
 * :func:`write_results` writes a CSV and a Markdown table with notes; tables come from
   :func:`nlg.utils.tables.markdown_table` and every file is written atomically (:mod:`nlg.utils.io`).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
 __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
-           "markdown_table", "write_csv"]
+           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults"]
 
 #: Where the committed result tables live.
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,3 +89,42 @@ def write_results(name: str, rows: List[Dict[str, Any]], notes: Sequence[str], c
     write_csv(out_dir / f"{name}.csv", rows)
     table = markdown_table(columns, [[cell(row.get(c, "")) for c in columns] for row in rows])
     return write_markdown(out_dir / f"{name}.md", [f"# {name}", "", *notes, "", table])
+
+
+def lora_study_parser(description: str, quick_help: str, full: Mapping[str, Any], *, images_help: str,
+                      samples_help: str, work_dir: str) -> argparse.ArgumentParser:
+    """The flags every LoRA study (``finetune_*``) takes; a study adds its own after these.
+
+    ``--quick`` and ``--seeds``, ``--steps``, ``--lr``, ``--rank``, ``--batch-size``, ``--images``, ``--samples``,
+    ``--inference-steps``, ``--work-dir``, ``--out-dir``.  The size flags default to None, to be filled from the
+    quick or the full set by :func:`fill_defaults`.
+
+    Args:
+        description (`str`): the parser's description.
+        quick_help (`str`): what ``--quick`` runs.
+        full (`Mapping[str, Any]`): the full run's settings, named in the help (``seeds``, ``steps``,
+            ``batch_size``, ``images``, ``samples``, ``inference_steps``).
+        images_help, samples_help (`str`): what ``--images`` and ``--samples`` count in this study.
+        work_dir (`str`): the default folder of the LoRAs and data, named in the help.
+    """
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--seeds", type=int, default=None, help=f"training seeds (default {full['seeds']})")
+    p.add_argument("--steps", type=int, default=None, help=f"LoRA steps (default {full['steps']})")
+    p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, help=f"LoRA batch (default {full['batch_size']})")
+    p.add_argument("--images", type=int, default=None, help=f"{images_help} (default {full['images']})")
+    p.add_argument("--samples", type=int, default=None, help=f"{samples_help} (default {full['samples']})")
+    p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {full['inference_steps']})")
+    p.add_argument("--work-dir", type=Path, default=None, help=f"LoRAs and data (default {work_dir})")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
+    return p
+
+
+def fill_defaults(args: argparse.Namespace, quick: Mapping[str, Any], full: Mapping[str, Any]) -> argparse.Namespace:
+    """Set every flag of ``args`` left at None from ``quick`` (under ``--quick``) or ``full``; return ``args``."""
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args

@@ -45,7 +45,8 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from .common import fill_defaults, lora_study_parser
+
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "none": {},
     "offset": {"offset_noise": 0.1},
@@ -56,27 +57,17 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 EVAL_SEED = 11
 
 
+QUICK = dict(variants=",".join(VARIANTS), seeds=1, steps=4, batch_size=2, images=8, samples=1, inference_steps=4)
+FULL = dict(variants=",".join(VARIANTS), seeds=3, steps=600, batch_size=8, images=64, samples=16,
+            inference_steps=DEFAULT_INFERENCE_STEPS)
+
+
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: every variant, 1 seed, 4 steps, a few images")
+    p = lora_study_parser(__doc__.splitlines()[0], "smoke run: every variant, 1 seed, 4 steps, a few images", FULL,
+                          images_help="training scenes, half night, half noon", samples_help="images per shape and word",
+                          work_dir="outputs/finetune_brightness")
     p.add_argument("--variants", default=None, help=f"comma-separated (default {','.join(VARIANTS)})")
-    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="LoRA steps (default 600)")
-    p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
-    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    p.add_argument("--batch-size", type=int, default=None, help="LoRA batch (default 8)")
-    p.add_argument("--images", type=int, default=None, help="training scenes, half night, half noon (default 64)")
-    p.add_argument("--samples", type=int, default=None, help="images per shape and word (default 16)")
-    p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {DEFAULT_INFERENCE_STEPS})")
-    p.add_argument("--work-dir", type=Path, default=None, help="LoRAs and data (default outputs/finetune_brightness)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
-    args = p.parse_args(argv)
-    quick = dict(variants=",".join(VARIANTS), seeds=1, steps=4, batch_size=2, images=8, samples=1, inference_steps=4)
-    full = dict(variants=",".join(VARIANTS), seeds=3, steps=600, batch_size=8, images=64, samples=16,
-                inference_steps=DEFAULT_INFERENCE_STEPS)
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    args = fill_defaults(p.parse_args(argv), QUICK, FULL)
     args.variants = args.variants.split(",")
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:

@@ -33,36 +33,27 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from .common import fill_defaults, lora_study_parser
+
 TYPES = ("linear", "sigmoid", "shift", "weighted")
 EVAL_SEED = 7  # sampling seeds are the same for every LoRA: the intervals are over training seeds
 
 
+QUICK = dict(types="linear,sigmoid", seeds=2, steps=4, every=2, batch_size=2, images=6, samples=1, geneval_prompts=1,
+             inference_steps=4)
+FULL = dict(types=",".join(TYPES), seeds=3, steps=400, every=100, batch_size=8, images=30, samples=8,
+            geneval_prompts=None, inference_steps=DEFAULT_INFERENCE_STEPS)
+
+
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 types, 2 seeds, 4 steps, a few images")
+    p = lora_study_parser(__doc__.splitlines()[0], "smoke run: 2 types, 2 seeds, 4 steps, a few images", FULL,
+                          images_help="training crosses", samples_help="images per colour for the concept share",
+                          work_dir="outputs/finetune_timesteps")
     p.add_argument("--types", default=None, help=f"comma-separated timestep types (default {','.join(TYPES)})")
-    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="LoRA steps (default 400)")
     p.add_argument("--every", type=int, default=None, help="evaluate every N steps (default 100)")
-    p.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
-    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    p.add_argument("--batch-size", type=int, default=None, help="LoRA batch (default 8)")
-    p.add_argument("--images", type=int, default=None, help="training crosses (default 30)")
-    p.add_argument("--samples", type=int, default=None, help="images per colour for the concept share (default 8)")
     p.add_argument("--geneval-prompts", type=int, default=None, help="old prompts per task (default all)")
-    p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {DEFAULT_INFERENCE_STEPS})")
     p.add_argument("--model", default="shapes", help="the base model (default: the embedded shapes model)")
-    p.add_argument("--work-dir", type=Path, default=None, help="LoRAs and data (default outputs/finetune_timesteps)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
-    args = p.parse_args(argv)
-    quick = dict(types="linear,sigmoid", seeds=2, steps=4, every=2, batch_size=2, images=6, samples=1, geneval_prompts=1,
-                 inference_steps=4)
-    full = dict(types=",".join(TYPES), seeds=3, steps=400, every=100, batch_size=8, images=30, samples=8,
-                geneval_prompts=None, inference_steps=DEFAULT_INFERENCE_STEPS)
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    args = fill_defaults(p.parse_args(argv), QUICK, FULL)
     args.types = args.types.split(",")
     if args.steps % args.every:
         p.error(f"--every ({args.every}) must divide --steps ({args.steps})")

@@ -15,12 +15,16 @@ from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple, Union, 
 import torch
 from torch import Tensor
 
+from ..core.directions import PREDICTION_TYPES, cfg_direction, to_epsilon
 from ..core.refine import DirectionFn
+from ..core.schedule import reference_alpha_bar
 from ..utils.types import GeneratorLike
 
 __all__ = [
     "GuidanceAdapter",
     "cfg_rows",
+    "reference_point",
+    "cfg_output_direction",
     "prompt_batch_size",
     "check_prompt_embeds",
     "check_pipeline_kwargs",
@@ -80,6 +84,47 @@ def cfg_rows(stacked: Tensor, index: Optional[Tensor]) -> Tensor:
     half = stacked.shape[0] // 2
     index = index.to(stacked.device)
     return torch.cat([stacked[index], stacked[half + index]])
+
+
+def reference_point(
+    scheduler: Any, reference_timestep: Optional[int], device: Optional[torch.device] = None
+) -> Tuple[Tensor, float, str]:
+    """Where an ε-model adapter evaluates NLG's direction: the timestep ``t_ref`` as a tensor, ᾱ there, and
+    the scheduler's ``prediction_type`` (checked).
+
+    Args:
+        scheduler (`SchedulerMixin`): the pipeline's scheduler; its ``alphas_cumprod`` and ``config`` are read.
+        reference_timestep (`int`, *optional*): ``t_ref``; default: the last training timestep
+            (:func:`nlg.core.schedule.reference_alpha_bar`).
+        device (`torch.device`, *optional*): where the timestep tensor goes (default: torch's default device).
+    """
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"unknown prediction_type {prediction_type!r} in the pipeline's scheduler config; "
+            f"expected one of {PREDICTION_TYPES}"
+        )
+    t_ref, alpha_bar = reference_alpha_bar(scheduler, reference_timestep)
+    return torch.tensor(t_ref, device=device), alpha_bar, prediction_type
+
+
+def cfg_output_direction(
+    model_output: Tensor, sample: Tensor, alpha_bar: float, prediction_type: str, gamma: Optional[float]
+) -> Tensor:
+    r"""NLG's direction from one model call on ``[n; n]`` with ``[negative; positive]`` conditioning.
+
+    The output is turned into ε (:func:`nlg.core.to_epsilon`), split into ε(n|c̄) and ε(n|c), and combined by
+    :func:`nlg.core.cfg_direction`: :math:`\epsilon(n|c) - \epsilon(n|\bar c)`, or with ``gamma`` the
+    guidance-formula variant (arXiv 2509.13936, Eq. 7).
+
+    Args:
+        model_output (`torch.Tensor`): the raw output on the stacked batch ``sample``.
+        sample (`torch.Tensor`): the model input, ``torch.cat([n, n])``.
+        alpha_bar (`float`), prediction_type (`str`): as :func:`reference_point` returns them.
+        gamma (`float`, *optional*): the guidance-formula weight; None for the plain difference.
+    """
+    eps_uncond, eps_cond = to_epsilon(model_output, sample, alpha_bar, prediction_type).chunk(2)
+    return cfg_direction(eps_cond, eps_uncond, gamma)
 
 
 def prompt_batch_size(prompt: Any, num_images_per_prompt: int, negative_prompt: Any = None) -> int:

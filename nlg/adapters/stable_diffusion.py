@@ -15,11 +15,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from ..core.directions import PREDICTION_TYPES, cfg_direction, to_epsilon
 from ..core.refine import DirectionFn
 from ..utils.types import GeneratorLike
-from ..core.schedule import reference_alpha_bar
-from .base import EMBEDDING_KWARGS, Prompt, cfg_rows, check_prompt_embeds, prompt_batch_size
+from .base import (EMBEDDING_KWARGS, Prompt, cfg_output_direction, cfg_rows, check_prompt_embeds, prompt_batch_size,
+                   reference_point)
 
 __all__ = ["DiffusersAdapter", "check_text_to_image"]
 
@@ -192,14 +191,7 @@ class DiffusersAdapter:
         """
         pipe = self.pipe
         unet = pipe.unet
-        prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"unknown prediction_type {prediction_type!r} in the pipeline's scheduler config; "
-                f"expected one of {PREDICTION_TYPES}"
-            )
-        t_ref, alpha_bar = reference_alpha_bar(pipe.scheduler, reference_timestep)
-        timestep = torch.tensor(t_ref, device=self.device)
+        timestep, alpha_bar, prediction_type = reference_point(pipe.scheduler, reference_timestep, self.device)
         embeds = torch.cat([conditioning["negative_prompt_embeds"], conditioning["prompt_embeds"]]).to(self.device)
         attention = conditioning.get("cross_attention_kwargs")
         added: Optional[Dict[str, Tensor]] = None
@@ -211,9 +203,7 @@ class DiffusersAdapter:
             cond = None if added is None else {k: cfg_rows(v, index) for k, v in added.items()}
             out = unet(sample, timestep, encoder_hidden_states=cfg_rows(embeds, index), added_cond_kwargs=cond,
                        cross_attention_kwargs=attention, return_dict=False)[0]
-            eps = to_epsilon(out.float(), sample.float(), alpha_bar, prediction_type)
-            eps_uncond, eps_cond = eps.chunk(2)
-            return cfg_direction(eps_cond, eps_uncond, gamma).to(latents.device)
+            return cfg_output_direction(out.float(), sample.float(), alpha_bar, prediction_type, gamma).to(latents.device)
 
         return direction
 

@@ -18,11 +18,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..adapters.base import cfg_rows
-from ..core.directions import cfg_direction, to_epsilon
+from ..adapters.base import cfg_output_direction, cfg_rows, reference_point
 from ..core.refine import DirectionFn
 from ..utils.types import GeneratorLike
-from ..core.schedule import reference_alpha_bar
 from .data import IMAGE_SIZE, check_image_size
 from .labels import encode_labels
 
@@ -60,24 +58,14 @@ class DigitsAdapter:
         """x_T drawn exactly as :meth:`~nlg.digits.pipeline.DigitsPipeline.prepare_latents` draws it."""
         return self.pipe.prepare_latents(shape[0], generator).to(dtype)
 
-    def direction_fn(
-        self,
-        conditioning: Dict[str, Any],
-        *,
-        gamma: Optional[float],
-        reference_timestep: Optional[int],
-        height: Optional[int] = None,
-        width: Optional[int] = None,
-        **unused: Any,
-    ) -> DirectionFn:
+    def direction_fn(self, conditioning: Dict[str, Any], *, gamma: Optional[float], reference_timestep: Optional[int],
+                     height: Optional[int] = None, width: Optional[int] = None, **unused: Any) -> DirectionFn:
         """NLG's direction at ``t_ref``: one UNet call on ``[n, n]`` with ``[c̄, c]``."""
         if unused:
             raise TypeError(f"the digits pipeline takes no size conditioning, got {sorted(unused)}")
         check_image_size(height, width)
         unet = self.pipe.unet
-        prediction_type = self.pipe.scheduler.config.get("prediction_type", "epsilon")
-        t_ref, alpha_bar = reference_alpha_bar(self.pipe.scheduler, reference_timestep)
-        timestep = torch.tensor(t_ref)
+        timestep, alpha_bar, prediction_type = reference_point(self.pipe.scheduler, reference_timestep)
         class_labels = torch.cat([conditioning["negative_labels"], conditioning["labels"]])
 
         def direction(latents: Tensor, index: Optional[Tensor] = None) -> Tensor:
@@ -85,7 +73,6 @@ class DigitsAdapter:
             labels = cfg_rows(class_labels, index)
             sample = torch.cat([latents, latents]).float()
             out = unet(sample, timestep, class_labels=labels).sample
-            eps_uncond, eps_cond = to_epsilon(out, sample, alpha_bar, prediction_type).chunk(2)
-            return cfg_direction(eps_cond, eps_uncond, gamma).to(latents.dtype)
+            return cfg_output_direction(out, sample, alpha_bar, prediction_type, gamma).to(latents.dtype)
 
         return direction

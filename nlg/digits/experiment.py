@@ -148,17 +148,8 @@ def sample_digits(
     return torch.cat(images)
 
 
-def run_config(
-    pipe: DigitsPipeline,
-    evaluator: DigitsEvaluator,
-    config: DigitsConfig,
-    *,
-    samples_per_class: int = 100,
-    seed: int = 0,
-    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
-    chunk_size: int = 250,
-    progress: bool = True,
-) -> ConfigResult:
+def run_config(pipe: DigitsPipeline, evaluator: DigitsEvaluator, config: DigitsConfig, *, samples_per_class: int = 100,
+               num_inference_steps: int = DEFAULT_INFERENCE_STEPS, **sampling: Any) -> ConfigResult:
     """Sample ``samples_per_class`` images of every digit under ``config`` and score them.
 
     Args:
@@ -166,14 +157,13 @@ def run_config(
         evaluator (`DigitsEvaluator`): the scorer.
         config (`DigitsConfig`): CFG scale and NLG options.
         samples_per_class (`int`, defaults to 100): images per digit (≥ 2).
-        seed (`int`, defaults to 0), num_inference_steps (`int`, defaults to 25), chunk_size (`int`,
-            defaults to 250), progress (`bool`, defaults to True): as in :func:`sample_digits`.
+        num_inference_steps (`int`, defaults to 25): sampler steps, as in :func:`sample_digits`.
+        **sampling: ``seed`` (defaults to 0), ``chunk_size`` (defaults to 250) and ``progress`` (defaults to
+            True), passed to :func:`sample_digits`; any other keyword is refused.
     """
     labels = requested_labels(samples_per_class)
     start = time.perf_counter()
-    images = sample_digits(
-        pipe, labels, config, seed=seed, num_inference_steps=num_inference_steps, chunk_size=chunk_size, progress=progress
-    )
+    images = sample_digits(pipe, labels, config, num_inference_steps=num_inference_steps, **sampling)
     seconds = time.perf_counter() - start
     return ConfigResult(
         config=config,

@@ -9,7 +9,6 @@ holds fewer images than its run asked for.
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..utils.checks import check_int, check_number
 from .captions import load_captions, shard
 from .datasets import (
     CLIP_SIZE, INCEPTION_SIZE, ImageFiles, generated_images, image_loader, read_clip_scores, read_geneval_metadata,
@@ -78,13 +78,9 @@ class MetricsRun:
     process_group_timeout: float = DEFAULT_PROCESS_GROUP_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("bottom_k", "batch_size", "is_splits"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
-        if not 0 < self.process_group_timeout < math.inf:
-            raise ValueError(f"--process_group_timeout must be a positive number of seconds, got {self.process_group_timeout}")
+        for name, minimum in (("bottom_k", 1), ("batch_size", 1), ("is_splits", 1), ("num_workers", 0)):
+            check_int(getattr(self, name), f"--{name}", minimum=minimum)
+        check_number(self.process_group_timeout, "--process_group_timeout", strict=True)
         for name in ("clip_scores_save_path", "output_json"):
             path = getattr(self, name) if name != "output_json" else self.json_path
             if path is not None and not Path(path).resolve().parent.is_dir():

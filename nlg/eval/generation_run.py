@@ -8,7 +8,6 @@ own repository).  A run folder recorded under an old Hub id is resumed with ``pr
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from ..adapters.hub import SD21
+from ..utils.checks import check_int, check_number
 from ..utils.io import sha256_file
 from .captions import load_captions, shard, shuffled
 from .generation import SCHEDULERS, generate_images
@@ -98,13 +98,9 @@ class GenerationRun:
     process_group_timeout: float = DEFAULT_PROCESS_GROUP_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("total_images", "inference_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.refining_steps < 0:
-            raise ValueError(f"--refining_steps must be >= 0, got {self.refining_steps}")
-        if not 0 <= self.guidance_level < math.inf:  # also rejects NaN
-            raise ValueError(f"--guidance_level must be a finite number >= 0, got {self.guidance_level}")
+        for name, minimum in (("total_images", 1), ("inference_steps", 1), ("batch_size", 1), ("refining_steps", 0)):
+            check_int(getattr(self, name), f"--{name}", minimum=minimum)
+        check_number(self.guidance_level, "--guidance_level")  # finite and >= 0
         for name in ("height", "width"):
             value = getattr(self, name)
             if value is not None and (value < 8 or value % 8):
@@ -115,8 +111,7 @@ class GenerationRun:
             raise ValueError(f"--dtype must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.reference_noise_bug and not self.add_noise:
             raise ValueError("--reference_noise_bug reproduces the noise of --add_noise: pass --add_noise as well")
-        if not 0 < self.process_group_timeout < math.inf:
-            raise ValueError(f"--process_group_timeout must be a positive number of seconds, got {self.process_group_timeout}")
+        check_number(self.process_group_timeout, "--process_group_timeout", strict=True)
         if self.previous_model_id is not None and self.previous_model_id == self.stable_diffusion_path:
             raise ValueError("--previous_model_id names the model id the folder was recorded under; it equals "
                              "--stable_diffusion_path, so it is not needed")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -208,15 +208,7 @@ def prompt_bootstrap(
 
 
 def paired_comparison(
-    first: Sequence,
-    second: Sequence,
-    prompts: Sequence,
-    tags: Sequence[str],
-    *,
-    tasks: Optional[Sequence[str]] = None,
-    resamples: int = 2000,
-    confidence: float = 0.95,
-    generator: Optional[torch.Generator] = None,
+    first: Sequence, second: Sequence, prompts: Sequence, tags: Sequence[str], **bootstrap: Any
 ) -> Dict[str, Dict[str, float]]:
     """Compare two configurations on paired images, per task and overall.
 
@@ -228,14 +220,19 @@ def paired_comparison(
     McNemar treats a task's image pairs as independent; images of one prompt are not, which the
     prompt bootstrap's interval accounts for and the test does not.
 
+    Args:
+        first, second (`Sequence`): the 0/1 verdicts of the two configurations on the same images, in one order.
+        prompts (`Sequence`), tags (`Sequence[str]`): each image's prompt id and task, as in :func:`prompt_bootstrap`.
+        **bootstrap: ``tasks``, ``resamples`` (defaults to 2000), ``confidence`` (defaults to 0.95) and
+            ``generator``, passed to :func:`prompt_bootstrap` for the intervals; any other keyword is refused.
+
     Returns:
         ``{task: {"difference", "low", "high", "b", "c", "p_value", "p_holm"}}``.
     """
     a, b = _binary("first", first).astype(float), _binary("second", second).astype(float)
     if a.shape != b.shape:
         raise ValueError(f"first and second must be paired (same length), got {a.size} and {b.size}")
-    intervals = prompt_bootstrap(b - a, prompts, tags, tasks=tasks, resamples=resamples, confidence=confidence,
-                                 generator=generator)
+    intervals = prompt_bootstrap(b - a, prompts, tags, **bootstrap)
     tag_array = np.asarray(tags)
     tests = {t: mcnemar_exact(a[tag_array == t], b[tag_array == t]) for t in intervals if t != "overall"}
     tests["overall"] = mcnemar_exact(a, b)
