@@ -38,7 +38,7 @@ from nlg.finetune.studies import brightness_scenes, fmt_interval, train_lora, wr
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import SHAPES
 from nlg.shapes.geneval import score_image
-from nlg.shapes.sampling import image_seed
+from nlg.shapes.sampling import prompt_image_seed
 from nlg.training import OffsetSchedule, initial_latents
 from nlg.training.brightness import brightness_report
 from nlg.training.loop import command_line
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     train, train_texts = brightness_scenes(args.images, seed=2_000_000)
     data = write_image_folder(work / "data", train, train_texts)
     texts = [f"a photo of a {shape} at {word}" for word in ("night", "noon") for shape in SHAPES for _ in range(args.samples)]
-    seeds = [image_seed(EVAL_SEED, i // args.samples, i % args.samples) for i in range(len(texts))]
+    seeds = [prompt_image_seed(EVAL_SEED, i // args.samples, i % args.samples) for i in range(len(texts))]
     pipe = load_pipeline()
     rows: List[Dict[str, Any]] = []
     for variant in args.variants:

@@ -28,7 +28,7 @@ from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, shows_c
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import COLOURS
 from nlg.shapes.geneval import load_prompts, task_accuracies
-from nlg.shapes.sampling import SamplingConfig, generate, image_seed, score_batch
+from nlg.shapes.sampling import SamplingConfig, generate, prompt_image_seed, score_batch
 from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
@@ -62,7 +62,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def geneval_overall(pipe: Any, prompts: List[Dict[str, Any]], args: argparse.Namespace) -> float:
     texts = [m["prompt"] for m in prompts]
-    seeds = [image_seed(EVAL_SEED, i, 0) for i in range(len(prompts))]
+    seeds = [prompt_image_seed(EVAL_SEED, i, 0) for i in range(len(prompts))]
     images = generate(pipe, texts, seeds, SamplingConfig(DEFAULT_GUIDANCE_SCALE), num_inference_steps=args.inference_steps)
     scores = score_batch(images, prompts)
     return task_accuracies([m["tag"] for m in prompts], [s["correct"] for s in scores])["overall"]
@@ -71,7 +71,7 @@ def geneval_overall(pipe: Any, prompts: List[Dict[str, Any]], args: argparse.Nam
 def concept_share(pipe: Any, args: argparse.Namespace) -> float:
     colours = [c for c in COLOURS for _ in range(args.samples)]
     texts = [f"a photo of a {c} {CONCEPT}" for c in colours]
-    seeds = [image_seed(EVAL_SEED, COLOURS.index(c), i % args.samples) for i, c in enumerate(colours)]
+    seeds = [prompt_image_seed(EVAL_SEED, COLOURS.index(c), i % args.samples) for i, c in enumerate(colours)]
     images = generate(pipe, texts, seeds, SamplingConfig(DEFAULT_GUIDANCE_SCALE), num_inference_steps=args.inference_steps)
     return sum(shows_cross(image, c) for image, c in zip(images, colours)) / len(colours)
 

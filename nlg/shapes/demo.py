@@ -24,7 +24,7 @@ from . import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from .data import TASKS
 from .geneval import load_prompts, task_accuracies
 from ..utils.tables import markdown_table
-from .sampling import SamplingConfig, generate, image_seed, score_batch
+from .sampling import SamplingConfig, generate, prompt_image_seed, score_batch
 
 __all__ = ["run_demo", "main", "DEFAULT_GRID"]
 
@@ -98,7 +98,7 @@ def run_demo(
         chosen += rows[::step][:prompts_per_task]
     texts = [p["prompt"] for p in chosen for _ in range(images_per_prompt)]
     meta = [p for p in chosen for _ in range(images_per_prompt)]
-    seeds = [image_seed(seed, i, j) for i in range(len(chosen)) for j in range(images_per_prompt)]
+    seeds = [prompt_image_seed(seed, i, j) for i in range(len(chosen)) for j in range(images_per_prompt)]
     configs = {}
     for scale in guidance_scales:
         configs[f"CFG {scale:g}"] = SamplingConfig(scale)

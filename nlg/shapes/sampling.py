@@ -22,13 +22,14 @@ import torch
 
 from .. import NoiseLevelGuidance
 from ..core.options import RefineOptions
+from ..utils.deprecation import deprecated_function
 from .scorer import score_image
 
 __all__ = [
     "DIRECTIONS",
     "SPLIT_SEEDS",
     "SamplingConfig",
-    "image_seed",
+    "prompt_image_seed",
     "split_seed",
     "shuffled_prompts",
     "sample_with_direction",
@@ -91,18 +92,31 @@ class SamplingConfig:
         return 2 * self.refining_steps + per_step * num_inference_steps
 
 
-def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
-    """The seed of one image: distinct for every (seed, prompt, image) below 10⁴ prompts and 10³ images each."""
+def prompt_image_seed(seed: int, prompt_index: int, image_index: int) -> int:
+    """The seed of image ``image_index`` of prompt ``prompt_index``: ``seed·10⁷ + prompt_index·10³ + image_index``,
+    distinct for every (seed, prompt, image) below 10⁴ prompts and 10³ images each.
+
+    Not :func:`nlg.eval.process.image_seed`, which seeds one caption of a COCO generation run.
+
+    Args:
+        seed (`int`): the run's seed.
+        prompt_index (`int`): the prompt's position, in [0, 10⁴).
+        image_index (`int`): the image's position among the prompt's images, in [0, 10³).
+    """
     if not 0 <= prompt_index < 10_000 or not 0 <= image_index < 1_000:
         raise ValueError(f"prompt_index must lie in [0, 10000) and image_index in [0, 1000), got {prompt_index}, {image_index}")
     return seed * 10_000_000 + prompt_index * 1_000 + image_index
 
 
 def split_seed(split: str, prompt_index: int, image_index: int) -> int:
-    """:func:`image_seed` of one image of an evaluation split (:data:`SPLIT_SEEDS`): dev and test never share one."""
+    """:func:`prompt_image_seed` of one image of an evaluation split (:data:`SPLIT_SEEDS`): dev and test never share one."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
-    return image_seed(SPLIT_SEEDS[split], prompt_index, image_index)
+    return prompt_image_seed(SPLIT_SEEDS[split], prompt_index, image_index)
+
+
+#: Deprecated (one release): the old name of :func:`prompt_image_seed`, which clashed with :func:`nlg.eval.process.image_seed`.
+image_seed = deprecated_function(prompt_image_seed, "nlg.shapes.sampling.image_seed", "nlg.shapes.sampling.prompt_image_seed")
 
 
 def shuffled_prompts(prompts: Sequence[str], generator: torch.Generator) -> List[str]:

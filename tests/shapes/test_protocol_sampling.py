@@ -13,12 +13,13 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+import nlg.shapes.sampling as sampling
 from nlg import NoiseLevelGuidance
 from nlg.shapes.sampling import (
     SPLIT_SEEDS,
     SamplingConfig,
     generate,
-    image_seed,
+    prompt_image_seed,
     sample_with_direction,
     shuffled_prompts,
     split_seed,
@@ -104,7 +105,15 @@ def test_dev_and_test_seeds_are_disjoint_and_distinct():
     with pytest.raises(ValueError, match="split"):
         split_seed("train", 0, 0)
     with pytest.raises(ValueError, match="image_index"):
-        image_seed(1, 0, 1000)
+        prompt_image_seed(1, 0, 1000)
+
+
+def test_prompt_image_seed_is_the_decimal_layout_and_the_old_name_warns():
+    # seed, prompt and image in their own decimal places: seed·10⁷ + prompt·10³ + image
+    assert prompt_image_seed(7, 123, 45) == int("7" + "0123" + "045")
+    assert split_seed("dev", 2, 3) == SPLIT_SEEDS["dev"] * 10**7 + 2003
+    with pytest.warns(DeprecationWarning, match="prompt_image_seed"):
+        assert sampling.image_seed(7, 123, 45) == 70123045
 
 
 def test_shuffled_prompts_are_a_seeded_derangement_of_the_texts():
