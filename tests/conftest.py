@@ -24,7 +24,7 @@ def one_thread():
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001, ARG001
-    """Print the fuzz suite's coverage figure (tests/test_fuzz.py) when it ran: classes that held / registered."""
+    """Print the fuzz suite's coverage figure (tests/scripts/test_fuzz.py) when it ran: classes that held / registered."""
     import sys
 
     fuzz = sys.modules.get("tests.helpers.fuzz")

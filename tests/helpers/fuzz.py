@@ -1,4 +1,4 @@
-"""The fuzz suite's registry of bad-input classes (``tests/test_fuzz.py``) and its shared strategies.
+"""The fuzz suite's registry of bad-input classes (``tests/scripts/test_fuzz.py``) and its shared strategies.
 
 A *bad-input class* is one kind of wrong value for one argument of one public entry point, named
 ``<entry point>.<argument>.<kind>`` (e.g. ``refine_noise.step_size.nan_inf``).  Each class has a

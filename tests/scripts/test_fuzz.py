@@ -41,7 +41,7 @@ from tests.helpers.experiments import load_script
 from tests.helpers.fuzz import COVERED, NAN_INF, NEGATIVE, NON_POSITIVE, NOT_A_NUMBER, NOT_AN_INT, REGISTRY, bad
 from nlg.testing import make_scheduler, tiny_sd_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FUZZ = dict(derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ERRORS = (TypeError, ValueError)
 
