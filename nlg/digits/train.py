@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
 
+from ..training.batch import training_batch
 from ..training.loop import LoopConfig, command_line, train_loop
 from .data import NULL_CLASS, NUM_CLASSES, load_split
 from .model import WEIGHTS_DIR, build_unet, save_digits_model, sd_scheduler
@@ -46,26 +47,19 @@ def ddpm_batch(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Plain DDPM: ``t ~ U{0, …, T−1}``, ``x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε``, target per the scheduler's prediction type, weights 1.
 
+    :func:`nlg.training.training_batch` with every option off, given timesteps drawn by ``torch.randint``:
+    the draws the shipped weights were trained with (``t`` by ``randint``, then ε by ``randn``, from one
+    generator), where ``training_batch``'s own uniform sampler maps ``torch.rand`` to ``t`` and so draws other
+    timesteps.  Bit-identical to ``scheduler.add_noise`` / ``scheduler.get_velocity`` on the same draws.
+
     Args:
         clean (`torch.Tensor`): clean images x₀, shape ``(B, C, H, W)``.
         labels (`torch.LongTensor`): their class labels (unused by plain DDPM).
         scheduler (`DDPMScheduler`): supplies ``alphas_cumprod`` and the prediction type.
         generator (`torch.Generator`): source of ``t`` and ε.
     """
-    batch = clean.shape[0]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
-    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype)
-    noisy = scheduler.add_noise(clean, noise, timesteps)
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = scheduler.get_velocity(clean, noise, timesteps)
-    elif prediction_type == "sample":
-        target = clean
-    else:
-        raise ValueError(f"unsupported prediction_type {prediction_type!r}")
-    return noisy, timesteps, target, torch.ones(batch, dtype=clean.dtype)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
+    return training_batch(clean, scheduler, generator=generator, timesteps=timesteps)
 
 
 def _check_data(images: Any, labels: Any) -> None:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from diffusers import DDPMScheduler
 
 from nlg.digits import build_unet, load_digits_model, load_split, save_digits_model, sd_scheduler, train_digits
 from nlg.digits.train import ddpm_batch
@@ -87,16 +88,27 @@ def test_batch_fn_sees_true_labels_and_on_step_reports_every_step(subset):
     assert all(int(b.max()) <= 9 for b in seen)  # dropout to the null class happens after batch_fn
 
 
-def test_ddpm_batch_matches_the_forward_process():
-    scheduler = sd_scheduler()
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddpm_batch_draws_t_then_eps_and_forms_the_forward_process(prediction_type):
+    scheduler = DDPMScheduler.from_config(sd_scheduler().config, prediction_type=prediction_type)
     betas = torch.linspace(math.sqrt(0.00085), math.sqrt(0.012), 1000, dtype=torch.float64) ** 2
     alpha_bar = torch.cumprod(1 - betas, 0)
     assert abs(float(alpha_bar[-1]) - 0.0047) < 1e-4  # SD's terminal signal, the one NLG uses
     clean = load_split("test")[0][:16]
-    noisy, t, target, weights = ddpm_batch(clean, torch.zeros(16, dtype=torch.long), scheduler, torch.Generator().manual_seed(0))
-    a = alpha_bar[t].float().view(-1, 1, 1, 1)
-    torch.testing.assert_close(noisy, a.sqrt() * clean + (1 - a).sqrt() * target, atol=1e-5, rtol=1e-5)
-    assert torch.equal(weights, torch.ones(16)) and t.min() >= 0 and t.max() <= 999
+    noisy, t, target, weights = ddpm_batch(clean, torch.zeros(16, dtype=torch.long), scheduler, torch.Generator().manual_seed(3))
+    # the draws by hand from the same seed, in the shipped weights' order: t by randint, then ε by randn
+    hand = torch.Generator().manual_seed(3)
+    t_hand = torch.randint(0, 1000, (16,), generator=hand)
+    eps = torch.randn(clean.shape, generator=hand)
+    assert torch.equal(t, t_hand)
+    a, x0 = alpha_bar[t].view(-1, 1, 1, 1), clean.double()
+    torch.testing.assert_close(noisy.double(), a.sqrt() * x0 + (1 - a).sqrt() * eps.double(), atol=1e-5, rtol=0)
+    expected = eps.double() if prediction_type == "epsilon" else a.sqrt() * eps.double() - (1 - a).sqrt() * x0
+    torch.testing.assert_close(target.double(), expected, atol=1e-5, rtol=0)
+    # bit for bit diffusers' own forward process on those draws, the batches the shipped weights were trained on
+    assert torch.equal(noisy, scheduler.add_noise(clean, eps, t))
+    assert torch.equal(target, eps if prediction_type == "epsilon" else scheduler.get_velocity(clean, eps, t))
+    assert torch.equal(weights, torch.ones(16)) and weights.dtype == torch.float32
 
 
 @pytest.mark.parametrize(
