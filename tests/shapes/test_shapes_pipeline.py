@@ -19,7 +19,7 @@ from nlg.shapes import (
     load_pipeline,
     unknown_words,
 )
-from nlg.shapes.sampling import SamplingConfig, generate, image_seed
+from nlg.shapes.sampling import SamplingConfig, generate, prompt_image_seed
 from nlg.shapes.scorer import assign_pixels
 from nlg.shapes.tokenizer import WORDS
 
@@ -108,7 +108,7 @@ def test_nlg_with_zero_steps_is_the_plain_pipeline_pixel_for_pixel(pipe):
 def test_images_do_not_depend_on_the_batch_size(pipe):
     # the protocol's sampler on the shipped weights (tests/shapes/test_protocol_sampling.py checks a tiny pipeline)
     texts = ["a photo of a red circle", "a photo of two squares", "a photo of a triangle above a circle"]
-    seeds = [image_seed(3, i, 0) for i in range(3)]
+    seeds = [prompt_image_seed(3, i, 0) for i in range(3)]
     for config in (SamplingConfig(3.0), SamplingConfig(3.0, 2, 1.0)):
         together = generate(pipe, texts, seeds, config, num_inference_steps=4, batch_size=3)
         alone = generate(pipe, texts, seeds, config, num_inference_steps=4, batch_size=1)
