@@ -20,7 +20,7 @@ SD's noise schedule — all trained here on procedural scenes (:mod:`nlg.shapes.
 
 **Default settings.** The shipped scheduler is ``DDIMScheduler`` (η = 0, trailing spacing, so sampling starts at
 t = 999); use ``num_inference_steps=DEFAULT_INFERENCE_STEPS`` (20) and ``guidance_scale=DEFAULT_GUIDANCE_SCALE``
-(1: no guidance, chosen on development seeds) at the default size 32×32.  diffusers' own call defaults (50 steps, scale 7.5) also work but are slower.
+(2, chosen on development seeds) at the default size 32×32.  diffusers' own call defaults (50 steps, scale 7.5) also work but are slower.
 
 **Prompts.** The model was trained on the caption templates of :mod:`nlg.shapes.data` (see
 :data:`nlg.shapes.tokenizer.WORDS` for the vocabulary).  Any text is accepted by the pipeline and by
@@ -62,10 +62,10 @@ __all__ = [
 DEFAULT_PIPELINE = Path(__file__).resolve().parent / "weights" / "shapes_ldm"
 #: DDIM steps users should use.
 DEFAULT_INFERENCE_STEPS = 20
-#: The classifier-free guidance scale users should use, 1 (no guidance).  Chosen on the protocol's development seeds
-#: (``python -m benchmarks.shapes_protocol --split dev``, 553 prompts × 2 seeds, DDIM 20): GenEval overall 33.6% at
-#: CFG 1, 32.6% at 3, 27.1% at 5 and 23.1% at 8; guidance helps colours (20% → 30–32%) but loses objects.
-DEFAULT_GUIDANCE_SCALE = 1.0
+#: The classifier-free guidance scale users should use, 2.  Chosen on the protocol's development seeds
+#: (``benchmarks/results/shapes_protocol_dev.md``: 553 prompts × 1 dev seed, DDIM 20): GenEval overall 53.1% at
+#: CFG 1, 55.8% at 2, 48.7% at 3 and 33.6% at 5; stronger guidance loses single objects and counts.
+DEFAULT_GUIDANCE_SCALE = 2.0
 
 _WORD = re.compile(r"[^\W\d_]+|\d|[^\s\w]+", re.UNICODE)
 

@@ -3,7 +3,7 @@
     python -m nlg.shapes.demo [--out outputs/shapes_demo.png] [--images-per-prompt 2]
 
 Two prompts per GenEval task, ``images_per_prompt`` seeds each, sampled with DDIM 20 steps at CFG 1 (no
-guidance; the default :data:`nlg.shapes.DEFAULT_GUIDANCE_SCALE`, chosen on development seeds) and at CFG 3, each
+guidance) and at the default :data:`nlg.shapes.DEFAULT_GUIDANCE_SCALE` (2, chosen on development seeds), each
 once plainly and once after NLG (``NoiseLevelGuidance.for_budget(4)``: K = 4, η = 5, τ = 0.5, λ = 0.001) from the
 same initial noise.  Prints the per-task accuracy of every arm on these few images (the protocol with intervals,
 controls and paired tests is ``benchmarks/shapes_protocol.py``) and writes the grid: one row per prompt, one
@@ -69,7 +69,7 @@ def run_demo(
     *,
     images_per_prompt: int = 2,
     prompts_per_task: int = 2,
-    guidance_scales: Sequence[float] = (DEFAULT_GUIDANCE_SCALE, 3.0),
+    guidance_scales: Sequence[float] = (1.0, DEFAULT_GUIDANCE_SCALE),
     refining_steps: int = 4,
     num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
     seed: int = 0,
@@ -81,7 +81,7 @@ def run_demo(
     Args:
         images_per_prompt (`int`, defaults to 2): seeds per prompt.
         prompts_per_task (`int`, defaults to 2): prompts taken (in file order, spread over the task) per task.
-        guidance_scales (`Sequence[float]`, defaults to ``(DEFAULT_GUIDANCE_SCALE, 3.0)``): CFG scales, each sampled
+        guidance_scales (`Sequence[float]`, defaults to ``(1.0, DEFAULT_GUIDANCE_SCALE)``): CFG scales, each sampled
             plainly and with NLG.
         refining_steps (`int`, defaults to 4): NLG steps K, at the path length K·η = 20 (``for_budget``).
         num_inference_steps (`int`, defaults to 20): DDIM steps.
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="NLG vs plain sampling on the shipped shapes model.")
     parser.add_argument("--images-per-prompt", type=int, default=2)
     parser.add_argument("--prompts-per-task", type=int, default=2)
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[DEFAULT_GUIDANCE_SCALE, 3.0])
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, DEFAULT_GUIDANCE_SCALE])
     parser.add_argument("--refining-steps", type=int, default=4)
     parser.add_argument("--steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
