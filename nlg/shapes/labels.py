@@ -3,9 +3,11 @@
 The workflow (issue 19: ≥ 200 generated images labelled by eye, committed beside the images)::
 
     python -m nlg.shapes.labels sample --out benchmarks/results/shapes_labels --per-task 40 \
-        --guidance-scales 1 3 5 8 --seed 7000000 --pipeline nlg/shapes/weights/shapes_ldm
-    # look at contact_sheet_*.png, fill in "verdict" (and "reason") in labels.jsonl
-    python -m nlg.shapes.labels agreement benchmarks/results/shapes_labels/labels.jsonl
+        --guidance-scales 1 3 5 --nlg-budgets 4 --seed 7000000 --steps 20 \
+        --prompts benchmarks/results/shapes_labels/prompts.jsonl --pipeline PIPELINE_FOLDER
+    # look at contact_sheet_*.png, fill in "verdict" (and "reason") in labels.jsonl, blind to the scorer
+    python -m nlg.shapes.labels agreement benchmarks/results/shapes_labels/labels.jsonl \
+        --out benchmarks/results/shapes_labels/agreement.md
 
 **Labels file** (JSON lines, one image per line)::
 
@@ -15,7 +17,7 @@ The workflow (issue 19: ≥ 200 generated images labelled by eye, committed besi
 unlabelled: such rows are skipped by :func:`read_labels`); ``reason`` is one of
 :data:`nlg.shapes.scorer.FAILURE_REASONS` for an incorrect image, else ``""``; any other key (a ``note``) is kept.
 
-**Agreement** (:func:`agreement`) per task and overall: the confusion counts of the human verdict against the
+**Agreement** (:func:`agreement`) per task, per sampling condition (CFG scale, or CFG 1 + NLG) and overall: the confusion counts of the human verdict against the
 scorer's, the accuracy (share of agreeing verdicts) and Cohen's κ (Cohen 1960),
 
 .. math::
@@ -29,6 +31,8 @@ and ``p_o = (a + d)/n`` (κ is ``nan`` when ``p_e = 1``: both raters gave one ve
 import argparse
 import json
 import math
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -41,7 +45,7 @@ from .metadata import caption_metadata
 from .scorer import FAILURE_REASONS, score_image
 
 __all__ = ["VERDICTS", "contact_sheet", "labelling_plan", "write_labelling_set", "sample_labelling_set", "read_labels",
-           "agreement", "score_labels", "main"]
+           "agreement", "score_labels", "agreement_report", "main"]
 
 #: The human verdicts.
 VERDICTS = ("correct", "incorrect")
@@ -101,13 +105,16 @@ def _wrap(text: str, font: Any, width: int) -> List[str]:
 
 
 def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int,
-                   prompts_path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
-    """What to sample for labelling: ``per_task`` images of each task, as ``{"prompt", "task", "guidance_scale", "seed"}``.
+                   prompts_path: Optional[PathLike] = None, nlg_budgets: Sequence[int] = ()) -> List[Dict[str, Any]]:
+    """What to sample for labelling: ``per_task`` images of each task, as ``{"prompt", "task", "condition",
+    "guidance_scale", "seed"}`` (plus ``"refining_steps"`` and ``"step_size"`` for an NLG image).
 
+    The conditions are the CFG scales, then for each budget ``K`` CFG 1 + ``NoiseLevelGuidance.for_budget(K)``
+    (``K`` steps of size ``η = 20 / K``); ``"condition"`` is its :attr:`~nlg.shapes.sampling.SamplingConfig.name`.
     Tasks in :data:`~nlg.shapes.data.TASKS` order; the ``j``-th image of a task has the task's ``j mod P``-th
-    distinct mini-GenEval prompt (:func:`nlg.shapes.geneval.load_prompts`, ``P`` of them, in file order) and the scale
-    ``guidance_scales[j·S // per_task]`` (``S`` scales: consecutive equal blocks, so every scale gets
-    ``per_task / S`` images of each task, ± 1); image ``i`` of the whole plan has the generator seed ``seed + i``.
+    distinct mini-GenEval prompt (:func:`nlg.shapes.geneval.load_prompts`, ``P`` of them, in file order) and the
+    condition ``conditions[j·C // per_task]`` (``C`` conditions: consecutive equal blocks, so every condition gets
+    ``per_task / C`` images of each task, ± 1); image ``i`` of the whole plan has the generator seed ``seed + i``.
 
     Args:
         per_task (`int`): images per task (≥ 1).
@@ -115,29 +122,47 @@ def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int,
         seed (`int`): seed of the first image; pick one disjoint from evaluation and training seeds.
         prompts_path (`str` or `Path`, *optional*): an ``evaluation_metadata.jsonl``; defaults to
             :data:`nlg.shapes.geneval.PROMPTS_PATH`.
+        nlg_budgets (`Sequence[int]`, defaults to ``()``): NLG budgets ``K`` ≥ 1, each one more condition at CFG 1.
     """
+    from .. import NoiseLevelGuidance
     from .geneval import PROMPTS_PATH, load_prompts
+    from .sampling import SamplingConfig
 
     if per_task < 1 or not guidance_scales:
         raise ValueError(f"per_task must be >= 1 and guidance_scales non-empty, got {per_task} and {guidance_scales}")
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in nlg_budgets):
+        raise ValueError(f"nlg_budgets must hold integers >= 1, got {list(nlg_budgets)}")
+    conditions = [SamplingConfig(float(s)) for s in guidance_scales]
+    for budget in nlg_budgets:
+        nlg = NoiseLevelGuidance.for_budget(budget)
+        conditions.append(SamplingConfig(1.0, nlg.refining_steps, nlg.step_size))
     plan: List[Dict[str, Any]] = []
     for task in TASKS:
         rows = load_prompts(PROMPTS_PATH if prompts_path is None else prompts_path, tasks=[task])
         prompts = list(dict.fromkeys(row["prompt"] for row in rows))
         for j in range(per_task):
-            plan.append({"prompt": prompts[j % len(prompts)], "task": task,
-                         "guidance_scale": float(guidance_scales[j * len(guidance_scales) // per_task]),
-                         "seed": seed + len(plan)})
+            config = conditions[j * len(conditions) // per_task]
+            nlg_keys = {"refining_steps": config.refining_steps, "step_size": config.step_size} if config.refining_steps else {}
+            plan.append({"prompt": prompts[j % len(prompts)], "task": task, "condition": config.name,
+                         "guidance_scale": config.guidance_scale, **nlg_keys, "seed": seed + len(plan)})
     return plan
+
+
+def _config(row: Dict[str, Any]) -> Any:
+    """The :class:`~nlg.shapes.sampling.SamplingConfig` of a plan row (NLG keys absent: plain sampling)."""
+    from .sampling import SamplingConfig
+
+    return SamplingConfig(float(row["guidance_scale"]), int(row.get("refining_steps", 0)), float(row.get("step_size", 1.0)))
 
 
 def sample_labelling_set(pipe: Any, plan: Sequence[Dict[str, Any]], out_dir: PathLike, *, num_inference_steps: int,
                          per_sheet: int = 40) -> Path:
     """Generate the images of a :func:`labelling_plan` and write them with :func:`write_labelling_set`.
 
-    Image ``i`` is ``pipe(plan[i]["prompt"], guidance_scale=plan[i]["guidance_scale"],
-    generator=torch.Generator().manual_seed(plan[i]["seed"]))`` with the pipeline's own scheduler
-    (:func:`nlg.shapes.sampling.generate`); its scale and seed are kept in its row of the labels file.
+    Image ``i`` is :func:`nlg.shapes.sampling.generate` of ``plan[i]["prompt"]`` from
+    ``torch.Generator().manual_seed(plan[i]["seed"])`` with ``SamplingConfig(guidance_scale, refining_steps,
+    step_size)`` of its row (no NLG keys: plain sampling) and the pipeline's own scheduler, so it depends on its own
+    seed and condition only; its condition, scale, NLG settings, seed and steps are kept in its row of the labels file.
 
     Args:
         pipe (`StableDiffusionPipeline`): e.g. ``nlg.shapes.load_pipeline(path)``.
@@ -146,16 +171,18 @@ def sample_labelling_set(pipe: Any, plan: Sequence[Dict[str, Any]], out_dir: Pat
         num_inference_steps (`int`): sampler steps.
         per_sheet (`int`, defaults to 40): images per contact sheet.
     """
-    from .sampling import SamplingConfig, generate
+    from .sampling import generate
 
     images: List[Any] = [None] * len(plan)
-    for scale in sorted({row["guidance_scale"] for row in plan}):
-        where = [i for i, row in enumerate(plan) if row["guidance_scale"] == scale]
-        batch = generate(pipe, [plan[i]["prompt"] for i in where], [plan[i]["seed"] for i in where],
-                         SamplingConfig(scale), num_inference_steps=num_inference_steps)
+    configs = [_config(row) for row in plan]
+    for config in dict.fromkeys(configs):
+        where = [i for i, c in enumerate(configs) if c == config]
+        batch = generate(pipe, [plan[i]["prompt"] for i in where], [plan[i]["seed"] for i in where], config,
+                         num_inference_steps=num_inference_steps)
         for i, image in zip(where, batch):
             images[i] = image
-    extra = [{"guidance_scale": row["guidance_scale"], "seed": row["seed"], "steps": num_inference_steps} for row in plan]
+    keep = ("condition", "guidance_scale", "refining_steps", "step_size", "seed")
+    extra = [{**{k: row[k] for k in keep if k in row}, "steps": num_inference_steps} for row in plan]
     return write_labelling_set(images, [row["prompt"] for row in plan], out_dir, per_sheet=per_sheet, extra=extra)
 
 
@@ -227,15 +254,16 @@ def agreement(human: Sequence[bool], scorer: Sequence[bool], tasks: Sequence[str
     Args:
         human (`Sequence[bool]`): the human verdicts (True = correct).
         scorer (`Sequence[bool]`): the scorer's verdicts, same order.
-        tasks (`Sequence[str]`): the task of each image (GenEval's tags).
+        tasks (`Sequence[str]`): the group of each image: its task (GenEval's tag) or any other, e.g. its condition.
 
     Returns:
-        ``{task: {"n", "both_correct", "scorer_only", "human_only", "both_incorrect", "accuracy", "kappa"}}``, tasks
-        in :data:`~nlg.shapes.data.TASKS` order, then ``"overall"`` over all images.
+        ``{group: {"n", "both_correct", "scorer_only", "human_only", "both_incorrect", "accuracy", "kappa"}}``, tasks
+        in :data:`~nlg.shapes.data.TASKS` order and other groups in order of first appearance, then ``"overall"``
+        over all images.
     """
     if not len(human) == len(scorer) == len(tasks):
         raise ValueError(f"human, scorer and tasks must have one length, got {len(human)}, {len(scorer)}, {len(tasks)}")
-    groups = sorted(set(tasks), key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t))
+    groups = [t for t in TASKS if t in tasks] + [t for t in dict.fromkeys(tasks) if t not in TASKS]
     result = {}
     for group in groups + ["overall"]:
         pairs = [(bool(h), bool(s)) for h, s, t in zip(human, scorer, tasks) if group in ("overall", t)]
@@ -256,7 +284,9 @@ def score_labels(path: PathLike) -> Dict[str, Any]:
     """Score every labelled image of a labels file and compare with the human verdicts.
 
     Returns:
-        ``{"agreement": agreement(...), "rows": [row + {"scorer_verdict", "scorer_reason", "scorer_detail"}]}``.
+        ``{"agreement": agreement(...) per task, "by_condition": agreement(...) per condition,
+        "rows": [row + {"task", "scorer_verdict", "scorer_reason", "scorer_detail"}]}``; a row's condition is its
+        ``"condition"`` key, else ``"CFG {guidance_scale}"``, else ``"unknown"``.
     """
     from PIL import Image
 
@@ -268,28 +298,56 @@ def score_labels(path: PathLike) -> Dict[str, Any]:
         result = score_image(np.asarray(Image.open(root / row["image"]).convert("RGB")), metadata)
         scored.append({**row, "task": metadata["tag"], "scorer_verdict": "correct" if result["correct"] else "incorrect",
                        "scorer_reason": result["reason"], "scorer_detail": result["detail"]})
-    table = agreement([r["verdict"] == "correct" for r in scored], [r["scorer_verdict"] == "correct" for r in scored],
-                      [r["task"] for r in scored])
-    return {"agreement": table, "rows": scored}
+    human = [r["verdict"] == "correct" for r in scored]
+    scorer = [r["scorer_verdict"] == "correct" for r in scored]
+    conditions = [r.get("condition") or (_config(r).name if "guidance_scale" in r else "unknown") for r in scored]
+    return {"agreement": agreement(human, scorer, [r["task"] for r in scored]),
+            "by_condition": agreement(human, scorer, conditions), "rows": scored}
 
 
 def _sample(args: argparse.Namespace) -> int:
     from . import DEFAULT_INFERENCE_STEPS, load_pipeline
 
-    plan = labelling_plan(args.per_task, args.guidance_scales, args.seed, args.prompts)
+    plan = labelling_plan(args.per_task, args.guidance_scales, args.seed, args.prompts, args.nlg_budgets)
     steps = DEFAULT_INFERENCE_STEPS if args.steps is None else args.steps
     print(sample_labelling_set(load_pipeline(args.pipeline), plan, args.out, num_inference_steps=steps,
                                per_sheet=args.per_sheet))
     return 0
 
 
+def agreement_report(path: PathLike, command: str = "") -> str:
+    """The Markdown report of :func:`score_labels`: agreement per task and per condition, then every disagreement.
+
+    Args:
+        path (`str` or `Path`): the labels file.
+        command (`str`, defaults to ``""``): the command line that made the report, shown at its top.
+    """
+    from ..utils.tables import markdown_table
+
+    result = score_labels(path)
+    columns = ["accuracy", "Cohen's κ", "both correct", "scorer only", "human only", "both incorrect"]
+
+    def table(first: str, groups: Dict[str, Dict[str, float]]) -> str:
+        rows = [[g, r["n"], f"{r['accuracy']:.3f}", f"{r['kappa']:.3f}", r["both_correct"], r["scorer_only"],
+                 r["human_only"], r["both_incorrect"]] for g, r in groups.items()]
+        return markdown_table([first, "n"] + columns, rows, align=["left"] + ["right"] * (len(columns) + 1))
+
+    differ = [[r["image"], r["prompt"], r.get("condition", ""), " ".join([r["verdict"], r.get("reason", "")]).strip(),
+               " ".join([r["scorer_verdict"], r["scorer_reason"] or ""]).strip(), r.get("note", "")]
+              for r in result["rows"] if r["verdict"] != r["scorer_verdict"]]
+    parts = ["# The scorer against labels by eye", "", f"`{command}`" if command else "", "",
+             "## Per task", "", table("task", result["agreement"]), "",
+             "## Per condition", "", table("condition", result["by_condition"]), "",
+             f"## Disagreements ({len(differ)})", "",
+             markdown_table(["image", "prompt", "condition", "human", "scorer", "note"], differ) if differ else "None."]
+    return "\n".join(parts) + "\n"
+
+
 def _agreement(args: argparse.Namespace) -> int:
-    table = score_labels(args.labels)["agreement"]
-    print("| task | n | accuracy | Cohen's κ | both correct | scorer only | human only | both incorrect |")
-    print("|---|---|---|---|---|---|---|---|")
-    for task, r in table.items():
-        print(f"| {task} | {r['n']} | {r['accuracy']:.3f} | {r['kappa']:.3f} | {r['both_correct']} | "
-              f"{r['scorer_only']} | {r['human_only']} | {r['both_incorrect']} |")
+    text = agreement_report(args.labels, args.command_line)
+    print(text, end="")
+    if args.out is not None:
+        atomic_write_text(args.out, text)
     return 0
 
 
@@ -301,6 +359,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sample.add_argument("--per-task", type=int, default=40, help="images per task (default: %(default)s)")
     sample.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 3.0, 5.0, 8.0],
                         help="CFG scales, spread evenly over each task's images (default: %(default)s)")
+    sample.add_argument("--nlg-budgets", type=int, nargs="*", default=[], help="NLG budgets K: one more condition "
+                        "each, CFG 1 + NoiseLevelGuidance.for_budget(K) (default: none)")
     sample.add_argument("--seed", type=int, default=7_000_000, help="generator seed of the first image, +1 per image "
                         "(default: %(default)s; evaluation uses 10^7+ and training scenes 10^6…10^6+40000)")
     sample.add_argument("--prompts", type=Path, default=None, help="evaluation_metadata.jsonl (default: the shipped one)")
@@ -308,10 +368,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: DEFAULT_INFERENCE_STEPS)")
     sample.add_argument("--per-sheet", type=int, default=40, help="images per contact sheet (default: %(default)s)")
     sample.set_defaults(run=_sample)
-    agree = commands.add_parser("agreement", help="the scorer's agreement with a labels file, as a Markdown table")
+    agree = commands.add_parser("agreement", help="the scorer's agreement with a labels file per task and per "
+                                "condition, and its disagreements, as Markdown")
     agree.add_argument("labels", type=Path, help="the labels.jsonl file")
+    agree.add_argument("--out", type=Path, default=None, help="also write the report to this Markdown file")
     agree.set_defaults(run=_agreement)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["python", "-m", "nlg.shapes.labels", *argv])
     return args.run(args)
 
 

@@ -123,3 +123,87 @@ def test_sample_command_generates_each_image_from_its_own_seed_and_scale(tmp_pat
         expected = np.clip(np.round(direct * 255.0), 0, 255).astype(np.uint8)
         saved = np.asarray(Image.open(out / row["image"]).convert("RGB"))
         assert np.abs(saved.astype(int) - expected.astype(int)).max() <= 1  # batched vs single: float noise only
+
+
+@pytest.mark.parametrize("per_task", [1, 4, 5, 7, 13, 40])
+def test_labelling_plan_gives_each_condition_a_consecutive_block_per_task(per_task):
+    from nlg.shapes.data import TASKS
+    from nlg.shapes.labels import labelling_plan
+
+    scales, budgets = [1.0, 3.0, 5.0], [4, 10]
+    plan = labelling_plan(per_task, scales, 123, nlg_budgets=budgets)
+    assert len(plan) == 6 * per_task and [row["seed"] for row in plan] == list(range(123, 123 + 6 * per_task))
+    # the conditions, written out from for_budget's rule K steps of size 20/K (the paper's path length K·η = 20)
+    expected = [(s, 0, None) for s in scales] + [(1.0, k, 20.0 / k) for k in budgets]
+    for task in TASKS:
+        rows = [row for row in plan if row["task"] == task]
+        keys = [(row["guidance_scale"], row.get("refining_steps", 0), row.get("step_size")) for row in rows]
+        order = [expected.index(key) for key in keys]  # every row is one of the conditions ...
+        assert order == sorted(order)  # ... in consecutive blocks, in the given order
+        counts = [order.count(c) for c in range(len(expected))]
+        assert sum(counts) == per_task and max(counts) - min(counts) <= 1  # as even as per_task allows
+        assert all(c in (per_task // 5, -(-per_task // 5)) for c in counts)
+        names = {row["condition"] for row in rows if row.get("refining_steps") == 4}
+        assert names <= {"CFG 1 + NLG K=4 η=5"}
+    with pytest.raises(ValueError, match="nlg_budgets"):
+        labelling_plan(5, [1.0], 0, nlg_budgets=[0])
+
+
+def test_an_nlg_image_is_generate_on_its_own_seed_and_config(tmp_path):
+    from PIL import Image
+
+    from nlg import NoiseLevelGuidance
+    from nlg.shapes import load_pipeline
+    from nlg.shapes.labels import main
+    from nlg.shapes.sampling import SamplingConfig, generate
+    from nlg.testing import save_tiny_pipeline
+
+    folder = save_tiny_pipeline(tmp_path / "pipe")
+    out = tmp_path / "set"
+    assert main(["sample", "--out", str(out), "--per-task", "2", "--guidance-scales", "1", "--nlg-budgets", "2",
+                 "--seed", "900", "--pipeline", str(folder), "--steps", "2", "--per-sheet", "12"]) == 0
+    rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert [r.get("refining_steps", 0) for r in rows] == [0, 2] * 6 and [r["seed"] for r in rows] == list(range(900, 912))
+    assert all(r["step_size"] == 10.0 and r["guidance_scale"] == 1.0 for r in rows[1::2])
+    pipe = load_pipeline(folder)
+    nlg = NoiseLevelGuidance.for_budget(2)
+    config = SamplingConfig(1.0, nlg.refining_steps, nlg.step_size)
+    for row in rows[1::4]:  # alone, not in the batch of its condition: the image depends on its own seed only
+        expected = generate(pipe, [row["prompt"]], [row["seed"]], config, num_inference_steps=2)[0]
+        plain = generate(pipe, [row["prompt"]], [row["seed"]], SamplingConfig(1.0), num_inference_steps=2)[0]
+        saved = np.asarray(Image.open(out / row["image"]).convert("RGB"))
+        assert np.abs(saved.astype(int) - expected.astype(int)).max() <= 1  # batched vs single: float noise only
+        assert np.abs(saved.astype(int) - plain.astype(int)).max() > 1  # and NLG did act
+
+
+def test_agreement_command_writes_the_tables_per_task_and_condition(tmp_path, capsys):
+    from nlg.shapes.labels import main
+
+    red_circle = render([ShapeObject("circle", "red", 8, 8, 14)])
+    blue_square = render([ShapeObject("square", "blue", 8, 8, 12)])
+    # (image, prompt, condition, human verdict): the scorer is right on a render, wrong only where the human errs
+    cases = [(red_circle, "a photo of a red circle", "CFG 1", "correct"),
+             (blue_square, "a photo of a red square", "CFG 1", "correct"),  # human-only correct
+             (red_circle, "a photo of a circle", "CFG 1 + NLG K=4 η=5", "correct"),
+             (blue_square, "a photo of a square", "CFG 1 + NLG K=4 η=5", "incorrect")]  # scorer-only correct
+    labels = write_labelling_set([c[0] for c in cases], [c[1] for c in cases], tmp_path,
+                                 extra=[{"condition": c[2]} for c in cases])
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    for row, case in zip(rows, cases):
+        row.update(verdict=case[3], reason="" if case[3] == "correct" else "missing object")
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "agreement.md"
+    assert main(["agreement", str(labels), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert capsys.readouterr().out == text
+    assert f"python -m nlg.shapes.labels agreement {labels} --out {out}" in text
+    split = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+             if line.startswith("| ")]
+    cells = {row[0]: row[1:] for row in split}
+    # n, accuracy, kappa, both correct, scorer only, human only, both incorrect
+    assert cells["colors"][:2] == ["2", "0.500"] and cells["colors"][3:] == ["1", "0", "1", "0"]
+    assert cells["single_object"][:2] == ["2", "0.500"] and cells["single_object"][3:] == ["1", "1", "0", "0"]
+    assert cells["CFG 1"][:2] == ["2", "0.500"] and cells["CFG 1"][5] == "1"
+    assert cells["CFG 1 + NLG K=4 η=5"][:2] == ["2", "0.500"] and cells["CFG 1 + NLG K=4 η=5"][4] == "1"
+    assert cells["overall"][:2] == ["4", "0.500"]
+    assert "## Disagreements (2)" in text and "images/0001.png" in text and "images/0003.png" in text
