@@ -88,11 +88,11 @@ UNET_CONFIG: Dict[str, Any] = dict(
     addition_embed_type_num_heads=4,
 )
 
-#: The shipped model's prediction type.  v-prediction (Salimans & Ho 2022, https://arxiv.org/abs/2202.00512)
-#: weighs the error in the predicted image by 1 + SNR(t) where ε-prediction weighs it by SNR(t), about 0.005 at
-#: t = 999: an ε model hardly learns what the prompt says about the image's colours and layout, which are
-#: decided at the noisiest timesteps, and takes them from the initial noise instead (measured: with ε the
-#: colour word of a prompt barely changed the image of a seed; see the shapes guide's model card).
+#: The shipped model's prediction type, v-prediction (Salimans and Ho 2022, arXiv 2202.00512).  It weighs the
+#: error in the predicted image by 1 + SNR(t) where ε-prediction weighs it by SNR(t), about 0.005 at t = 999, so
+#: an ε model hardly learns what the prompt says about colours and layout, which are decided at the noisiest
+#: timesteps, and takes them from the initial noise instead (measured with the first v2 model, whose colour word
+#: barely changed the image of a seed; see the shapes guide's model card).
 PREDICTION_TYPE = "v_prediction"
 
 #: Stable Diffusion's training schedule with :data:`PREDICTION_TYPE`.

@@ -61,7 +61,7 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     alpha_bar = torch.cumprod(1 - betas, 0)
     assert torch.allclose(pipe.scheduler.alphas_cumprod.double(), alpha_bar, rtol=1e-5)
     assert abs(float(alpha_bar[999]) - 0.0047) < 1e-4
-    assert pipe.scheduler.config.prediction_type == "epsilon"
+    assert pipe.scheduler.config.prediction_type == TINY.prediction_type == "v_prediction"
     pipe.scheduler.set_timesteps(20)
     assert int(pipe.scheduler.timesteps[0]) == 999  # trailing spacing: sampling starts where NLG refines
     assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
@@ -110,14 +110,17 @@ def test_each_training_option_changes_the_model_and_is_recorded(tmp_path):
     base = train(tmp_path / "base", settings=plain, progress=False)
     vae, unet = "vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors"
     for key, value, part in (("whiten_latents", True, vae), ("latent_rgb_weight", 1.0, vae),
-                             ("ema_decay", 0.5, unet), ("min_snr_gamma", 5.0, unet)):
+                             ("ema_decay", 0.5, unet), ("min_snr_gamma", 5.0, unet), ("prediction_type", "epsilon", unet)):
         meta = train(tmp_path / key, settings=dataclasses.replace(plain, **{key: value}), progress=False)
         assert meta["settings"][key] == value
         assert meta["sha256"][part] != base["sha256"][part], key
+    scheduler = json.loads((tmp_path / "prediction_type" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "epsilon"  # the pipeline samples with the target it was trained on
 
 
 @pytest.mark.parametrize("key, bad", [("latent_rgb_weight", -1.0), ("ema_decay", 1.0), ("steps", 0), ("scenes", 2.5),
-                                      ("caption_dropout", 1.0), ("min_snr_gamma", 0.0), ("seed", -1)])
+                                      ("caption_dropout", 1.0), ("min_snr_gamma", 0.0), ("seed", -1),
+                                      ("prediction_type", "sample")])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
