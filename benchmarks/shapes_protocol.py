@@ -56,7 +56,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from nlg import NoiseLevelGuidance
 from nlg.eval.stats import paired_comparison, prompt_bootstrap
 from nlg.shapes import DEFAULT_INFERENCE_STEPS, DEFAULT_PIPELINE, load_pipeline
 from nlg.shapes.data import TASKS
@@ -97,11 +96,6 @@ class Setting:
         return f"{self.config.name}, {self.steps} steps"
 
 
-def _nlg(scale: float, k: int, direction: str = "prompt") -> SamplingConfig:
-    nlg = NoiseLevelGuidance.for_budget(k)
-    return SamplingConfig(scale, nlg.refining_steps, nlg.step_size, direction)
-
-
 def build_settings(args: argparse.Namespace, best_cfg: Optional[float]) -> List[Setting]:
     """Every configuration of the run, plain first; ``nlg-best`` only once the best CFG scale is known."""
     out: Dict[str, Setting] = {}
@@ -114,16 +108,16 @@ def build_settings(args: argparse.Namespace, best_cfg: Optional[float]) -> List[
             add(f"cfg{scale:g}-s{steps}", "plain", SamplingConfig(scale), steps)
     d, k = args.default_steps, args.control_budget
     for budget in args.budgets:
-        add(f"nlg-k{budget}-cfg1-s{d}", "nlg-cfg1", _nlg(1.0, budget), d)
+        add(f"nlg-k{budget}-cfg1-s{d}", "nlg-cfg1", SamplingConfig.for_budget(budget, 1.0), d)
     if not args.no_controls:
-        add(f"nlg-k{k}-cfg1-s{d}", "nlg-cfg1", _nlg(1.0, k), d)
-        add(f"empty-k{k}-cfg1-s{d}", "control", _nlg(1.0, k, "empty"), d)
-        add(f"shuffled-k{k}-cfg1-s{d}", "control", _nlg(1.0, k, "shuffled"), d)
+        add(f"nlg-k{k}-cfg1-s{d}", "nlg-cfg1", SamplingConfig.for_budget(k, 1.0), d)
+        add(f"empty-k{k}-cfg1-s{d}", "control", SamplingConfig.for_budget(k, 1.0, "empty"), d)
+        add(f"shuffled-k{k}-cfg1-s{d}", "control", SamplingConfig.for_budget(k, 1.0, "shuffled"), d)
         add(f"cfg1-s{d + 2 * k}", "control", SamplingConfig(1.0), d + 2 * k)
     if best_cfg is not None:
         add(f"cfg{best_cfg:g}-s{d}", "plain", SamplingConfig(best_cfg), d)
         for budget in args.best_budgets:
-            add(f"nlg-k{budget}-cfg{best_cfg:g}-s{d}", "nlg-best", _nlg(best_cfg, budget), d)
+            add(f"nlg-k{budget}-cfg{best_cfg:g}-s{d}", "nlg-best", SamplingConfig.for_budget(budget, best_cfg), d)
     return list(out.values())
 
 
@@ -340,7 +334,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     baseline = args.baseline or f"cfg{best_cfg:g}-s{args.default_steps}"
     if baseline not in correct:
         raise SystemExit(f"error: --baseline {baseline!r} is not a configuration of this run; see --list")
-    by_key = {s.key: s for s in settings}
     k, d = args.control_budget, args.default_steps
     headline = f"nlg-k{k}-cfg1-s{d}"
     controls = [f"cfg1-s{d}", f"empty-k{k}-cfg1-s{d}", f"shuffled-k{k}-cfg1-s{d}", f"cfg1-s{d + 2 * k}"]

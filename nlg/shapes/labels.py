@@ -124,7 +124,6 @@ def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int,
             :data:`nlg.shapes.geneval.PROMPTS_PATH`.
         nlg_budgets (`Sequence[int]`, defaults to ``()``): NLG budgets ``K`` ≥ 1, each one more condition at CFG 1.
     """
-    from .. import NoiseLevelGuidance
     from .geneval import PROMPTS_PATH, load_prompts
     from .sampling import SamplingConfig
 
@@ -133,9 +132,7 @@ def labelling_plan(per_task: int, guidance_scales: Sequence[float], seed: int,
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in nlg_budgets):
         raise ValueError(f"nlg_budgets must hold integers >= 1, got {list(nlg_budgets)}")
     conditions = [SamplingConfig(float(s)) for s in guidance_scales]
-    for budget in nlg_budgets:
-        nlg = NoiseLevelGuidance.for_budget(budget)
-        conditions.append(SamplingConfig(1.0, nlg.refining_steps, nlg.step_size))
+    conditions += [SamplingConfig.for_budget(budget) for budget in nlg_budgets]
     plan: List[Dict[str, Any]] = []
     for task in TASKS:
         rows = load_prompts(PROMPTS_PATH if prompts_path is None else prompts_path, tasks=[task])

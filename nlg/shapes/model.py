@@ -37,6 +37,8 @@ __all__ = [
     "SCHEDULER_CONFIG",
     "LATENT_SIZE",
     "PREDICTION_TYPE",
+    "PREDICTION_TYPES",
+    "check_prediction_type",
     "build_vae",
     "whiten_vae",
     "build_text_encoder",
@@ -94,6 +96,8 @@ UNET_CONFIG: Dict[str, Any] = dict(
 #: timesteps, and takes them from the initial noise instead (measured with the first v2 model, whose colour word
 #: barely changed the image of a seed; see the shapes guide's model card).
 PREDICTION_TYPE = "v_prediction"
+#: The prediction types the shapes recipe trains and samples.
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 #: Stable Diffusion's training schedule with :data:`PREDICTION_TYPE`.
 SCHEDULER_CONFIG: Dict[str, Any] = dict(STABLE_DIFFUSION_SCHEDULE, prediction_type=PREDICTION_TYPE)
@@ -169,9 +173,14 @@ def build_unet(*, seed: int = 0) -> UNet2DConditionModel:
     return _seeded(seed, lambda: UNet2DConditionModel(**UNET_CONFIG))
 
 
+def check_prediction_type(prediction_type: Any) -> None:
+    """Raise a ValueError naming ``prediction_type`` unless it is one of :data:`PREDICTION_TYPES`."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
 def _schedule(prediction_type: str) -> Dict[str, Any]:
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    check_prediction_type(prediction_type)
     return dict(SCHEDULER_CONFIG, prediction_type=prediction_type)
 
 

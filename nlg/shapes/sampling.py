@@ -68,6 +68,20 @@ class SamplingConfig:
             raise ValueError(f"direction={self.direction!r} needs refining_steps > 0 (it changes NLG's direction)")
         self.refine_options  # noqa: B018  (validates the NLG fields)
 
+    @classmethod
+    def for_budget(cls, evaluations: int, guidance_scale: float = 1.0, direction: str = "prompt") -> "SamplingConfig":
+        """NLG with :meth:`nlg.NoiseLevelGuidance.for_budget` (``K = evaluations`` steps, K·η = 20) at a CFG scale.
+
+        Args:
+            evaluations (`int`): the number of NLG steps K.
+            guidance_scale (`float`, defaults to 1.0): classifier-free guidance scale (1 = none).
+            direction (`str`, defaults to ``"prompt"``): one of :data:`DIRECTIONS`.
+        """
+        from .. import NoiseLevelGuidance
+
+        nlg = NoiseLevelGuidance.for_budget(evaluations)
+        return cls(guidance_scale, nlg.refining_steps, nlg.step_size, direction)
+
     @property
     def refine_options(self) -> RefineOptions:
         """The NLG settings as :class:`~nlg.core.options.RefineOptions`."""

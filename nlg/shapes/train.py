@@ -60,6 +60,7 @@ from ..utils.types import PathLike
 from .data import render_dataset
 from .model import (
     PREDICTION_TYPE,
+    PREDICTION_TYPES,
     SCHEDULER_CONFIG,
     TEXT_CONFIG,
     UNET_CONFIG,
@@ -67,6 +68,7 @@ from .model import (
     build_text_encoder,
     build_unet,
     build_vae,
+    check_prediction_type,
     sampling_scheduler,
     training_scheduler,
     whiten_vae,
@@ -142,8 +144,7 @@ class ShapesTraining:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
+        check_prediction_type(self.prediction_type)
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
 
@@ -307,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lr", type=float, default=None, help="UNet + text encoder peak learning rate")
     parser.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the shipped weights (0: no EMA)")
     parser.add_argument("--min-snr-gamma", type=float, default=None, help="Min-SNR-γ loss weights (default: off)")
-    parser.add_argument("--prediction-type", choices=("v_prediction", "epsilon"), default=None,
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=None,
                         help=f"the UNet's target (default {PREDICTION_TYPE})")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
