@@ -20,7 +20,7 @@ Every builder takes a ``seed``; the global RNG is forked, not disturbed.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
@@ -43,6 +43,7 @@ __all__ = [
     "whiten_vae",
     "build_text_encoder",
     "build_unet",
+    "unet_levels",
     "training_scheduler",
     "sampling_scheduler",
 ]
@@ -168,9 +169,42 @@ def build_text_encoder(*, seed: int = 0) -> CLIPTextModel:
     return _seeded(seed, lambda: CLIPTextModel(text_config()))
 
 
-def build_unet(*, seed: int = 0) -> UNet2DConditionModel:
-    """A freshly initialised ``UNet2DConditionModel`` (:data:`UNET_CONFIG`)."""
-    return _seeded(seed, lambda: UNet2DConditionModel(**UNET_CONFIG))
+def unet_levels(channels: Tuple[int, ...], top_level_attention: bool = True) -> Dict[str, Any]:
+    """The :data:`UNET_CONFIG` keys that set the UNet's levels: ``block_out_channels`` and the block types.
+
+    Every level has cross-attention to the prompt, except the top (16×16) one when ``top_level_attention`` is off,
+    as in SDXL, whose top level has none: self-attention over 256 positions is most of a step's cost there.
+
+    Args:
+        channels (`Tuple[int, ...]`): channels per level, top first; each a multiple of ``norm_num_groups`` (32),
+            at most 4 levels (16×16 latents halve per level).
+        top_level_attention (`bool`, defaults to True): cross-attention at the top level.
+    """
+    if not isinstance(channels, (tuple, list)) or not 1 <= len(channels) <= 4 or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 and c % UNET_CONFIG["norm_num_groups"] == 0
+        for c in channels
+    ):
+        raise ValueError(f"unet_channels must be 1 to 4 positive multiples of {UNET_CONFIG['norm_num_groups']}, got {channels!r}")
+    if not isinstance(top_level_attention, bool):
+        raise TypeError(f"top_level_attention must be a bool, got {type(top_level_attention).__name__}")
+    down = ["CrossAttnDownBlock2D"] * len(channels)
+    if not top_level_attention:
+        down[0] = "DownBlock2D"
+    up = [name.replace("Down", "Up") for name in reversed(down)]
+    return dict(block_out_channels=tuple(channels), down_block_types=tuple(down), up_block_types=tuple(up))
+
+
+def build_unet(*, seed: int = 0, **overrides: Any) -> UNet2DConditionModel:
+    """A freshly initialised ``UNet2DConditionModel`` (:data:`UNET_CONFIG`).
+
+    Args:
+        seed (`int`, defaults to 0): seeds the initial weights (the global RNG is left alone).
+        **overrides: keys of :data:`UNET_CONFIG` to change (e.g. from :func:`unet_levels`).
+    """
+    unknown = set(overrides) - set(UNET_CONFIG)
+    if unknown:
+        raise TypeError(f"build_unet() got unknown config keys {sorted(unknown)}; known: {sorted(UNET_CONFIG)}")
+    return _seeded(seed, lambda: UNet2DConditionModel(**{**UNET_CONFIG, **overrides}))
 
 
 def check_prediction_type(prediction_type: Any) -> None:

@@ -46,7 +46,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,7 @@ from .model import (
     check_prediction_type,
     sampling_scheduler,
     training_scheduler,
+    unet_levels,
     whiten_vae,
 )
 from .tokenizer import build_tokenizer
@@ -104,6 +105,9 @@ class ShapesTraining:
         min_snr_gamma (`float`, *optional*): Min-SNR-γ loss weights (Hang et al. 2023, https://arxiv.org/abs/2303.09556).
         prediction_type (`str`, defaults to ``"v_prediction"``): the UNet's target, ``"v_prediction"`` or
             ``"epsilon"`` (the v1 and first v2 models); written into the pipeline's scheduler config.
+        unet_channels (`Tuple[int, ...]`, defaults to ``(64, 128)``): the UNet's channels per level, top (16×16)
+            first (:func:`~nlg.shapes.model.unet_levels`).
+        top_level_attention (`bool`, defaults to True): cross-attention at the UNet's top level (SDXL has none).
         seed (`int`, defaults to 0): seeds the initial weights and every draw.
     """
 
@@ -121,6 +125,8 @@ class ShapesTraining:
     ema_decay: Optional[float] = 0.999
     min_snr_gamma: Optional[float] = None
     prediction_type: str = PREDICTION_TYPE
+    unet_channels: Tuple[int, ...] = UNET_CONFIG["block_out_channels"]
+    top_level_attention: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -147,6 +153,11 @@ class ShapesTraining:
         check_prediction_type(self.prediction_type)
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
+        unet_levels(self.unet_channels, self.top_level_attention)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume."""
+        return dict(dataclasses.asdict(self), unet_channels=list(self.unet_channels))
 
 
 #: The settings of the shipped model.
@@ -229,7 +240,7 @@ def train(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     s = settings
-    record = dataclasses.asdict(s)
+    record = s.to_dict()
     torch.set_num_threads(threads)
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -255,7 +266,7 @@ def train(
 
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids[0]
-    text_encoder, unet = build_text_encoder(seed=s.seed + 1), build_unet(seed=s.seed + 2)
+    text_encoder, unet = build_text_encoder(seed=s.seed + 1), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
     result = train_loop(
         {"unet": unet, "text_encoder": text_encoder}, _diffusion_loss(unet, text_encoder, latents, ids, empty, s),
         LoopConfig(steps=s.steps, lr=s.lr, ema_decay=s.ema_decay, checkpoint_every=checkpoint_every),
@@ -285,7 +296,7 @@ def train(
         latent_scaling_factor=scaling_factor,
         parameters={name: sum(p.numel() for p in m.parameters())
                     for name, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))},
-        configs={"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": UNET_CONFIG, "scheduler": dict(SCHEDULER_CONFIG, prediction_type=s.prediction_type)},
+        configs={"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": {**UNET_CONFIG, **unet_levels(s.unet_channels, s.top_level_attention)}, "scheduler": dict(SCHEDULER_CONFIG, prediction_type=s.prediction_type)},
         train_seeds=[TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes],
         sha256=safetensors_sha256(out),
         size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
@@ -310,6 +321,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--min-snr-gamma", type=float, default=None, help="Min-SNR-γ loss weights (default: off)")
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=None,
                         help=f"the UNet's target (default {PREDICTION_TYPE})")
+    parser.add_argument("--unet-channels", type=int, nargs="+", default=None,
+                        help="UNet channels per level, top first (default 64 128)")
+    parser.add_argument("--no-top-level-attention", action="store_true", help="no cross-attention at the UNet's top level")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
@@ -318,6 +332,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.unet_channels is not None:
+        overrides["unet_channels"] = tuple(args.unet_channels)
+    if args.no_top_level_attention:
+        overrides["top_level_attention"] = False
     if args.ema_decay is not None:
         overrides["ema_decay"] = args.ema_decay or None
     try:

@@ -1,15 +1,17 @@
 """nlg.shapes training: a complete diffusers folder, SD's schedule, metadata with hashes, bit-exact resume."""
 
+import dataclasses
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
-import dataclasses
-
 import nlg.shapes.train as shapes_train
-from nlg.shapes.train import DEFAULT_TRAINING, ShapesTraining, train
+from nlg.shapes import load_pipeline
+from nlg.shapes.model import unet_levels
+from nlg.shapes.train import DEFAULT_FOLDER, DEFAULT_TRAINING, ShapesTraining, train
 
 TINY = dataclasses.replace(DEFAULT_TRAINING, scenes=48, vae_steps=4, vae_batch_size=4, steps=4, batch_size=4)
 
@@ -50,7 +52,7 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     meta = json.loads((tmp_path / "whole.json").read_text())
     for name, digest in meta["sha256"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
-    assert meta["settings"] == dataclasses.asdict(TINY) and meta["threads"] == 1 and meta["wall_seconds"] > 0
+    assert meta["settings"] == dict(dataclasses.asdict(TINY), unet_channels=list(TINY.unet_channels)) and meta["threads"] == 1 and meta["wall_seconds"] > 0
     assert meta["size_bytes"] <= 30e6
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
@@ -118,9 +120,34 @@ def test_each_training_option_changes_the_model_and_is_recorded(tmp_path):
     assert scheduler["prediction_type"] == "epsilon"  # the pipeline samples with the target it was trained on
 
 
+@pytest.mark.slow
+def test_unet_levels_option_builds_and_records_that_architecture(tmp_path):
+    settings = dataclasses.replace(TINY, unet_channels=(32, 64, 64), top_level_attention=False)
+    train(tmp_path / "deep", settings=settings, progress=False)
+    meta = json.loads((tmp_path / "deep.json").read_text())
+    config = json.loads((tmp_path / "deep" / "unet" / "config.json").read_text())
+    # three levels, the top one (16x16) without attention as in SDXL, the others with cross-attention
+    assert config["block_out_channels"] == [32, 64, 64]
+    assert config["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+    assert config["up_block_types"] == ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+    assert meta["settings"]["unet_channels"] == [32, 64, 64] and meta["settings"]["top_level_attention"] is False
+    assert meta["configs"]["unet"]["down_block_types"] == config["down_block_types"]
+    pipe = load_pipeline(tmp_path / "deep")  # an unmodified pipeline samples from it; 16 -> 8 -> 4 latents
+    image = pipe("a photo of a circle", num_inference_steps=2, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+
+
+def test_default_unet_levels_are_the_shipped_architecture():
+    shipped = json.loads((DEFAULT_FOLDER / "unet" / "config.json").read_text())
+    levels = unet_levels(DEFAULT_TRAINING.unet_channels, DEFAULT_TRAINING.top_level_attention)
+    assert {k: list(v) for k, v in levels.items()} == {k: shipped[k] for k in levels}
+
+
 @pytest.mark.parametrize("key, bad", [("latent_rgb_weight", -1.0), ("ema_decay", 1.0), ("steps", 0), ("scenes", 2.5),
                                       ("caption_dropout", 1.0), ("min_snr_gamma", 0.0), ("seed", -1),
-                                      ("prediction_type", "sample")])
+                                      ("prediction_type", "sample"), ("unet_channels", (64, 100)),
+                                      ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1)])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
