@@ -4,7 +4,8 @@
 * :func:`command` is the command line that reproduces a run (``python -m benchmarks.<name> ...``);
 * :func:`interleaved` times several arms round by round in one process, so that a machine's load drift
   hits every arm alike; :func:`paired_ratios` divides them round by round;
-* :func:`lora_study_parser` and :func:`fill_defaults` are the command line the LoRA studies share;
+* :func:`lora_study_parser` and :func:`fill_defaults` are the command line the LoRA studies share, and
+  :func:`sample_sheet` their picture of samples (one row per LoRA);
 * :func:`write_results` writes a CSV and a Markdown table with notes; tables come from
   :func:`nlg.utils.tables.markdown_table` and every file is written atomically (:mod:`nlg.utils.io`).
 """
@@ -23,7 +24,7 @@ from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
 __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
-           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults"]
+           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults", "sample_sheet", "finished_lora"]
 
 #: Where the committed result tables live.
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -119,7 +120,39 @@ def lora_study_parser(description: str, quick_help: str, full: Mapping[str, Any]
     p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {full['inference_steps']})")
     p.add_argument("--work-dir", type=Path, default=None, help=f"LoRAs and data (default {work_dir})")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
+    p.add_argument("--figure-only", action="store_true",
+                   help="only redraw the samples picture from the finished seed-0 LoRAs in --work-dir (no training)")
     return p
+
+
+def finished_lora(folder: Path) -> Path:
+    """``folder`` if it holds a finished LoRA (:data:`nlg.finetune.train.LORA_WEIGHTS`), else a ValueError naming it."""
+    from nlg.finetune.train import LORA_WEIGHTS
+
+    if not (Path(folder) / LORA_WEIGHTS).is_file():
+        raise ValueError(f"no finished LoRA in {folder}: run the study without --figure-only first")
+    return Path(folder)
+
+
+def sample_sheet(rows: Mapping[str, np.ndarray], texts: Sequence[str], path: Path, *, scale: int = 4) -> Path:
+    """A PNG of samples, one row per LoRA (or the base model), each tile labelled ``row: prompt``.
+
+    Args:
+        rows (`Mapping[str, np.ndarray]`): per row name, ``(len(texts), H, W, 3)`` images, uint8 or floats in [0, 1].
+        texts (`Sequence[str]`): the prompt of each column.
+        path (`Path`): the PNG to write (atomically, by :func:`nlg.shapes.labels.contact_sheet`).
+        scale (`int`, defaults to 4): upscaling factor (nearest neighbour).
+    """
+    from nlg.shapes.labels import contact_sheet
+
+    images, labels = [], []
+    for name, batch in rows.items():
+        if len(batch) != len(texts):
+            raise ValueError(f"row {name!r} has {len(batch)} images for {len(texts)} prompts")
+        batch = np.asarray(batch)
+        images += list(batch if batch.dtype == np.uint8 else np.clip(np.round(batch * 255), 0, 255).astype(np.uint8))
+        labels += [f"{name}: {t.replace('a photo of ', '')}" for t in texts]
+    return contact_sheet(images, labels, path, columns=len(texts), scale=scale)
 
 
 def fill_defaults(args: argparse.Namespace, quick: Mapping[str, Any], full: Mapping[str, Any]) -> argparse.Namespace:

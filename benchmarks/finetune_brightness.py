@@ -45,7 +45,7 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-from .common import fill_defaults, lora_study_parser
+from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "none": {},
@@ -118,9 +118,28 @@ def evaluate(images: np.ndarray, texts: List[str], train: np.ndarray, train_text
     return out
 
 
+def figure(pipe: Any, work: Path, args: argparse.Namespace) -> Path:
+    """``finetune_brightness_samples.png``: the base model and each variant's seed-0 LoRA, each shape at night and noon.
+
+    Sampled as :func:`sample` does for the table, with the seeds of each prompt's first two images there.
+    """
+    texts = [f"a photo of a {shape} at {word}" for word in ("night", "noon") for shape in SHAPES for _ in range(2)]
+    seeds = [prompt_image_seed(EVAL_SEED, i // 2, i % 2) for i in range(len(texts))]
+    rows = {"base": sample(pipe, work, "none", texts, seeds, args.inference_steps)}
+    for variant in args.variants:
+        out = finished_lora(work / f"{variant}-seed0")
+        pipe.load_lora_weights(out)
+        rows[variant] = sample(pipe, out, variant, texts, seeds, args.inference_steps)
+        pipe.unload_lora_weights()
+    name = "finetune_brightness_quick" if args.quick else "finetune_brightness"
+    return sample_sheet(rows, texts, args.out_dir / f"{name}_samples.png")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
     work = args.work_dir or Path("outputs") / ("finetune_brightness_quick" if args.quick else "finetune_brightness")
+    if args.figure_only:
+        return figure(load_pipeline(), work, args)
     train, train_texts = brightness_scenes(args.images, seed=2_000_000)
     data = write_image_folder(work / "data", train, train_texts)
     texts = [f"a photo of a {shape} at {word}" for word in ("night", "noon") for shape in SHAPES for _ in range(args.samples)]
@@ -137,6 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                              **evaluate(sample(pipe, out, variant, texts, seeds, args.inference_steps), texts, train, train_texts)))
             pipe.unload_lora_weights()
             print(f"{variant} seed {seed}: W1 night {rows[-1]['w1_night']:.3f}, noon {rows[-1]['w1_noon']:.3f}", flush=True)
+    figure(pipe, work, args)
     return write_results(rows, args, train, train_texts)
 
 

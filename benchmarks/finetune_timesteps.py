@@ -33,7 +33,7 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-from .common import fill_defaults, lora_study_parser
+from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet
 
 TYPES = ("linear", "sigmoid", "shift", "weighted")
 EVAL_SEED = 7  # sampling seeds are the same for every LoRA: the intervals are over training seeds
@@ -76,9 +76,29 @@ def concept_share(pipe: Any, args: argparse.Namespace) -> float:
     return sum(shows_cross(image, c) for image, c in zip(images, colours)) / len(colours)
 
 
+def figure(pipe: Any, work: Path, args: argparse.Namespace) -> Path:
+    """``finetune_timesteps_samples.png``: the base model and each type's final seed-0 LoRA, two crosses per colour.
+
+    The same sampling seeds as the concept share's first two images of each colour.
+    """
+    texts = [f"a photo of a {c} {CONCEPT}" for c in COLOURS for _ in range(2)]
+    seeds = [prompt_image_seed(EVAL_SEED, i // 2, i % 2) for i in range(len(texts))]
+    sample = lambda: generate(pipe, texts, seeds, SamplingConfig(DEFAULT_GUIDANCE_SCALE),  # noqa: E731
+                              num_inference_steps=args.inference_steps)
+    rows = {"base": sample()}
+    for kind in args.types:
+        pipe.load_lora_weights(finished_lora(work / f"{kind}-seed0"))
+        rows[f"{kind} @{args.steps}"] = sample()
+        pipe.unload_lora_weights()
+    name = "finetune_timesteps_quick" if args.quick else "finetune_timesteps"
+    return sample_sheet(rows, texts, args.out_dir / f"{name}_samples.png")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
     work = args.work_dir or Path("outputs") / ("finetune_timesteps_quick" if args.quick else "finetune_timesteps")
+    if args.figure_only:
+        return figure(load_pipeline(None if args.model == "shapes" else args.model), work, args)
     data = write_image_folder(work / "data", *concept_scenes(args.images, seed=0))
     prompts = load_prompts()
     if args.geneval_prompts is not None:
@@ -100,6 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                 pipe.unload_lora_weights()
             print(f"{kind} seed {seed}: " + ", ".join(f"step {r['step']} concept {r['concept']:.2f}"
                                                      for r in rows if r["type"] == kind and r["seed"] == seed), flush=True)
+    figure(pipe, work, args)
     return write_results(rows, args)
 
 

@@ -72,6 +72,7 @@ def test_timestep_study_quick_run(tmp_path):
     assert "SMOKE OUTPUT" in text and "| linear | 4 | 2 |" in text and "| sigmoid | 2 | 2 |" in text
     rows = (tmp_path / "finetune_timesteps_quick.csv").read_text().splitlines()
     assert len(rows) == 1 + 1 + 2 * 2 * 2  # header, base model, 2 types × 2 seeds × 2 checkpoints
+    _check_figure_only(_script("finetune_timesteps"), tmp_path, "finetune_timesteps_quick_samples.png", "linear-seed0")
 
 
 @pytest.mark.slow
@@ -82,3 +83,20 @@ def test_brightness_study_quick_run(tmp_path):
     assert "SMOKE OUTPUT" in text and all(f"| {v} | 1 |" in text for v in script.VARIANTS)
     args = json.loads((tmp_path / "work" / "zero_snr-seed0" / "training_args.json").read_text())
     assert args["settings"]["zero_terminal_snr"] and args["prediction_type"] == "v_prediction"
+    _check_figure_only(script, tmp_path, "finetune_brightness_quick_samples.png", "offset-seed0")
+
+
+def _check_figure_only(script, tmp_path, name, lora):
+    """The run drew its samples picture; --figure-only redraws it from the saved LoRAs, byte for byte, without
+    training; a missing LoRA is refused by name and the picture already written is kept."""
+    picture = tmp_path / name
+    first = picture.read_bytes()
+    weights = tmp_path / "work" / lora / "pytorch_lora_weights.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    picture.unlink()
+    script.main(["--quick", "--figure-only", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")])
+    assert picture.read_bytes() == first and weights.stat().st_mtime_ns == stamp
+    weights.unlink()
+    with pytest.raises(ValueError, match=lora):
+        script.main(["--quick", "--figure-only", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")])
+    assert picture.read_bytes() == first
