@@ -276,8 +276,8 @@ class NoiseLevelGuidance:
           (``prompt_embeds``, ``negative_prompt_embeds``, SDXL's pooled ones) drive both the refinement and
           the sampling; ``prompt`` may be None when ``prompt_embeds`` are given, and passing both raises
           ``ValueError`` as diffusers does;
-        * ``cross_attention_kwargs`` (the LoRA ``scale``) reaches the prompt encoding, every refinement
-          UNet call and the pipeline;
+        * ``cross_attention_kwargs`` (the LoRA ``scale``; SD3's ``joint_attention_kwargs``) reaches the prompt
+          encoding, every refinement model call and the pipeline;
         * ``ip_adapter_image`` / ``ip_adapter_image_embeds`` raise ``ValueError`` (see :data:`nlg.adapters.base.REFUSED_KWARGS`);
         * any other keyword goes to the pipeline if its ``__call__`` names it, else ``TypeError`` names it
           (before any model call; diffusers' ``**kwargs`` would otherwise ignore a misspelt option silently).

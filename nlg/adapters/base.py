@@ -45,6 +45,10 @@ EMBEDDING_KWARGS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_em
 #: ``cross_attention_kwargs`` (with the LoRA ``scale``) reaches the prompt encoding and every refinement model call;
 #: the adapter returns it in the conditioning, so the pipeline receives it as well.
 ENCODE_KWARGS += EMBEDDING_KWARGS + ("cross_attention_kwargs",)
+#: Stable Diffusion 3's ``joint_attention_kwargs`` (with the LoRA ``scale``), its counterpart of
+#: ``cross_attention_kwargs``: :mod:`nlg.adapters.flow` gives it to the prompt encoding and every refinement
+#: transformer call, and returns it in the conditioning for the pipeline.
+ENCODE_KWARGS += ("joint_attention_kwargs",)
 #: SDXL micro-conditioning keywords that NLG reads but also passes on to the pipeline.
 SDXL_SIZE_KWARGS = ("original_size", "crops_coords_top_left", "target_size")
 

@@ -137,19 +137,29 @@ class FlowMatchingAdapter:
         self.device = getattr(pipe, "_execution_device", None) or pipe.device
 
     def encode(self, prompt: Union[str, List[str]], *, num_images_per_prompt: int = 1, **encode_kwargs: Any) -> Tuple[int, Dict[str, Any]]:
-        """Encode prompt and negative prompt with the pipeline's own ``encode_prompt`` (CLIP ×2 + T5)."""
+        """Encode prompt and negative prompt with the pipeline's own ``encode_prompt`` (CLIP ×2 + T5).
+
+        ``joint_attention_kwargs["scale"]`` is the LoRA scale of the text encoders (``lora_scale``, as
+        ``pipe.__call__`` passes it); ``joint_attention_kwargs`` is returned in the conditioning, so every
+        refinement transformer call and the pipeline receive it.
+        """
         refused = sorted(k for k in EMBEDDING_KWARGS + ("cross_attention_kwargs",) if encode_kwargs.get(k) is not None)
         if refused:
             raise TypeError(f"NLG for flow-matching pipelines takes a prompt; {refused} are not supported")
         batch_size = prompt_batch_size(prompt, num_images_per_prompt, encode_kwargs.get("negative_prompt"))
         options = {k: v for k, v in encode_kwargs.items() if v is not None}
+        attention = options.pop("joint_attention_kwargs", None)
+        if attention is not None and not isinstance(attention, dict):
+            raise TypeError(f"joint_attention_kwargs must be a dict or None, got {type(attention).__name__}")
         pe, npe, pooled, npooled = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=options.pop("prompt_2", None), prompt_3=options.pop("prompt_3", None),
             device=self.device, num_images_per_prompt=num_images_per_prompt, do_classifier_free_guidance=True,
-            **options,
+            lora_scale=None if attention is None else attention.get("scale"), **options,
         )
-        cond = dict(prompt_embeds=pe, negative_prompt_embeds=npe, pooled_prompt_embeds=pooled,
-                    negative_pooled_prompt_embeds=npooled)
+        cond: Dict[str, Any] = dict(prompt_embeds=pe, negative_prompt_embeds=npe, pooled_prompt_embeds=pooled,
+                                    negative_pooled_prompt_embeds=npooled)
+        if attention is not None:
+            cond["joint_attention_kwargs"] = dict(attention)
         return batch_size * num_images_per_prompt, cond
 
     def latent_shape(self, batch_size: int, height: Optional[int], width: Optional[int]) -> Tuple[int, ...]:
@@ -175,7 +185,10 @@ class FlowMatchingAdapter:
         self, conditioning: Dict[str, Any], *, gamma: Optional[float], reference_timestep: Optional[int],
         height: Optional[int] = None, width: Optional[int] = None, **unused: Any,
     ) -> DirectionFn:
-        """The flow direction at ``σ_r``: one batched transformer call on ``[σ_r n, σ_r n]`` with (negative, prompt)."""
+        """The flow direction at ``σ_r``: one batched transformer call on ``[σ_r n, σ_r n]`` with (negative, prompt).
+
+        ``joint_attention_kwargs`` in ``conditioning`` (e.g. the LoRA ``scale``) reach every transformer call.
+        """
         if unused:
             raise TypeError(f"flow-matching pipelines take no size conditioning, got {sorted(unused)}")
         transformer = self.pipe.transformer
@@ -188,7 +201,8 @@ class FlowMatchingAdapter:
             sigma = check_reference_sigma(reference_timestep / num_train)
         timestep_value = sigma * num_train
         target = self.target
-        cond = {k: v.to(self.device) for k, v in conditioning.items()}
+        attention = conditioning.get("joint_attention_kwargs")
+        cond = {k: v.to(self.device) for k, v in conditioning.items() if k != "joint_attention_kwargs"}
 
         def direction(latents: Tensor, index: Optional[Tensor] = None) -> Tensor:
             sample = (sigma * latents).to(self.device, transformer.dtype)
@@ -201,6 +215,7 @@ class FlowMatchingAdapter:
                 pooled_projections=_stacked_rows(
                     cond["negative_pooled_prompt_embeds"], cond["pooled_prompt_embeds"], index
                 ),
+                joint_attention_kwargs=attention,
                 return_dict=False,
             )[0]
             v_uncond, v_cond = velocity.float().chunk(2)

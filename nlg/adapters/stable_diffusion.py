@@ -22,8 +22,8 @@ from .base import (EMBEDDING_KWARGS, Prompt, cfg_output_direction, cfg_rows, che
 
 __all__ = ["DiffusersAdapter", "check_text_to_image"]
 
-#: Encoding keywords of other model families (SD3's T5 encoder), refused here by name.
-_FOREIGN_ENCODE_KWARGS = ("prompt_3", "negative_prompt_3", "max_sequence_length")
+#: Encoding keywords of other model families (SD3's T5 encoder and joint attention), refused here by name.
+_FOREIGN_ENCODE_KWARGS = ("prompt_3", "negative_prompt_3", "max_sequence_length", "joint_attention_kwargs")
 
 
 def _control_component(pipe: Any) -> Optional[str]:

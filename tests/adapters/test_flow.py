@@ -164,3 +164,31 @@ def test_sd3_refuses_embeddings_and_cross_attention_kwargs_by_name(sd3):
         nlg.refine(sd3, "a cat", cross_attention_kwargs={"scale": 0.5})
     with pytest.raises(ValueError, match="ip_adapter_image"):
         nlg(sd3, "a cat", ip_adapter_image=torch.zeros(1, 3, 8, 8), **CALL)
+
+
+def test_sd3_joint_attention_kwargs_scale_a_transformer_lora_in_the_refinement_and_the_pipeline():
+    """SD3's LoRA scale travels in ``joint_attention_kwargs``: NLG must apply it in every refinement call, as the
+    pipeline does in its own.  Scale 0 must therefore give what the transformer without its LoRA gives."""
+    from peft import LoraConfig
+
+    pipe = tiny_sd3_pipeline(seed=1)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                            target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    nlg = NoiseLevelGuidance(refining_steps=2, clip_threshold=None, step_size=5.0)
+
+    def run(**kwargs):
+        return nlg(pipe, "a cat", generator=torch.Generator().manual_seed(0), return_refinement=True, **CALL, **kwargs)
+
+    off, off_ref = run(joint_attention_kwargs={"scale": 0.0})
+    on, on_ref = run(joint_attention_kwargs={"scale": 1.0})
+    pipe.transformer.disable_adapters()
+    try:
+        base, base_ref = run()
+    finally:
+        pipe.transformer.enable_adapters()
+    torch.testing.assert_close(off_ref.latents, base_ref.latents, rtol=0, atol=0)  # the refinement saw scale 0
+    torch.testing.assert_close(off.images, base.images, rtol=0, atol=0)  # and so did the pipeline
+    assert not torch.allclose(on_ref.latents, base_ref.latents)  # the LoRA does act at scale 1
+    assert off_ref.conditioning["joint_attention_kwargs"] == {"scale": 0.0}
+    with pytest.raises(TypeError, match="joint_attention_kwargs"):
+        nlg.refine(pipe, "a cat", joint_attention_kwargs=0.5)

@@ -201,6 +201,8 @@ def test_unknown_keywords_are_refused_by_name_before_any_model_call(sd15):
     assert calls.kwargs == []
     with pytest.raises(TypeError, match="prompt_3"):
         NoiseLevelGuidance(refining_steps=1)(sd15, "a", prompt_3="b", **SETTINGS)
+    with pytest.raises(TypeError, match="joint_attention_kwargs"):  # SD3's; SD's LoRA scale is cross_attention_kwargs
+        NoiseLevelGuidance(refining_steps=1)(sd15, "a", joint_attention_kwargs={"scale": 0.5}, **SETTINGS)
     # a keyword the pipeline names is passed on: guidance_rescale changes the sampling as in diffusers
     kwargs = dict(guidance_rescale=0.7, **SETTINGS)
     expected = sd15("a", generator=seeded(0), **kwargs).images
