@@ -87,6 +87,13 @@ class DiffusersAdapter:
         control = _control_component(pipe)
         if control is not None:
             check_text_to_image(pipe)  # raises, naming the class
+        in_channels, out_channels = pipe.unet.config.in_channels, pipe.unet.config.out_channels
+        if in_channels > out_channels:  # e.g. 9 = 4 latent + 1 mask + 4 masked-image channels, predicting 4
+            raise TypeError(
+                f"{type(pipe).__name__}'s UNet takes {in_channels} input channels but predicts {out_channels}: an "
+                "inpainting (or other image-conditioned) UNet, whose extra channels need an image; NoiseLevelGuidance "
+                "refines the pure noise of a text-to-image UNet"
+            )
         self.pipe = pipe
         self.is_sdxl = hasattr(pipe, "text_encoder_2")
         self.device = getattr(pipe, "_execution_device", None) or pipe.device

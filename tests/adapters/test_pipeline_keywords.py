@@ -251,6 +251,16 @@ def test_img2img_and_inpainting_pipelines_point_to_nlg_img2img(sd15, cls):
         NoiseLevelGuidance(refining_steps=1)(pipe, "a", image=torch.zeros(1, 3, 32, 32))
 
 
+def test_an_inpainting_unet_in_a_text_to_image_pipeline_is_refused_by_its_channels(sd15):
+    """An inpainting checkpoint (9 input channels: latents, mask, masked image) loaded into the plain pipeline."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel(**dict(sd15.unet.config, in_channels=9))
+    pipe = StableDiffusionPipeline(**dict(sd15.components, unet=unet))
+    with pytest.raises(TypeError, match="takes 9 input channels but predicts 4: an inpainting"):
+        NoiseLevelGuidance(refining_steps=1)(pipe, "a", **SETTINGS)
+
+
 def test_sdxl_img2img_is_refused_too(sdxl):
     import diffusers
 
