@@ -98,7 +98,16 @@ def sample(pipe: Any, out: Path, variant: str, texts: List[str], seeds: List[int
         pipe.scheduler = base
 
 
+def caption_shape(text: str) -> str:
+    """The shape a study caption names: ``"a photo of a circle at noon"`` → ``"circle"``."""
+    words = text.split()
+    if len(words) != 7 or words[:4] != ["a", "photo", "of", "a"] or words[5] != "at" or words[4] not in SHAPES:
+        raise ValueError(f"not a caption of this study: {text!r}")
+    return words[4]
+
+
 def evaluate(images: np.ndarray, texts: List[str], train: np.ndarray, train_texts: List[str]) -> Dict[str, float]:
+    """The table's measures for ``images`` in [0, 1] sampled for ``texts``, against the training images (uint8)."""
     as_tensor = lambda x: torch.from_numpy(np.asarray(x, dtype=np.float32)).permute(0, 3, 1, 2)  # noqa: E731
     train = train.astype(np.float32) / 255.0
     words = np.array([t.endswith("night") for t in texts])
@@ -112,7 +121,7 @@ def evaluate(images: np.ndarray, texts: List[str], train: np.ndarray, train_text
         out[f"mean_{word}"] = report["brightness_mean"]
         out[f"adherence_{word}"] = float(((means[mask] < midpoint) == (word == "night")).mean())
     noon = [score_image(np.clip(np.round(img * 255), 0, 255).astype(np.uint8),
-                        {"tag": "single_object", "include": [{"class": t.split()[3], "count": 1}]})["correct"]
+                        {"tag": "single_object", "include": [{"class": caption_shape(t), "count": 1}]})["correct"]
             for img, t in zip(images[~words], np.array(texts)[~words])]
     out["geneval_noon"] = float(np.mean(noon))
     return out

@@ -75,6 +75,20 @@ def test_timestep_study_quick_run(tmp_path):
     _check_figure_only(_script("finetune_timesteps"), tmp_path, "finetune_timesteps_quick_samples.png", "linear-seed0")
 
 
+def test_brightness_measures_on_the_training_images_themselves_are_perfect():
+    """Scored against themselves, the renders are at W1 = 0, every image on its word's side of the midpoint, and
+    every noon object recognised as the shape its caption names (a wrong caption parse would score 0)."""
+    script = _script("finetune_brightness")
+    images, captions = brightness_scenes(24, seed=5)
+    out = script.evaluate(images.astype(np.float64) / 255.0, captions, images, captions)
+    assert out["w1_night"] == pytest.approx(0, abs=1e-6) and out["w1_noon"] == pytest.approx(0, abs=1e-6)
+    assert out["adherence_night"] == out["adherence_noon"] == out["geneval_noon"] == 1.0
+    wrong = [c.replace("circle", "square") if "circle" in c else c.replace(c.split()[4], "circle") for c in captions]
+    assert script.evaluate(images.astype(np.float64) / 255.0, wrong, images, captions)["geneval_noon"] == 0.0
+    with pytest.raises(ValueError, match="not a caption"):
+        script.caption_shape("a photo of a blue circle at noon")
+
+
 @pytest.mark.slow
 def test_brightness_study_quick_run(tmp_path):
     script = _script("finetune_brightness")
