@@ -24,7 +24,7 @@ from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
 __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
-           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults", "sample_sheet", "finished_lora"]
+           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
 
 #: Where the committed result tables live.
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -120,9 +120,15 @@ def lora_study_parser(description: str, quick_help: str, full: Mapping[str, Any]
     p.add_argument("--inference-steps", type=int, default=None, help=f"DDIM steps (default {full['inference_steps']})")
     p.add_argument("--work-dir", type=Path, default=None, help=f"LoRAs and data (default {work_dir})")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
+    p.add_argument("--tag", default="", help="suffix of the result files and default work folder, e.g. lr3e-4")
     p.add_argument("--figure-only", action="store_true",
                    help="only redraw the samples picture from the finished seed-0 LoRAs in --work-dir (no training)")
     return p
+
+
+def study_name(base: str, args: argparse.Namespace) -> str:
+    """The stem of a study's result files and default work folder: ``base``, then ``_quick`` and ``_<tag>``."""
+    return base + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
 
 
 def finished_lora(folder: Path) -> Path:

@@ -45,7 +45,7 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet
+from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "none": {},
@@ -140,13 +140,13 @@ def figure(pipe: Any, work: Path, args: argparse.Namespace) -> Path:
         pipe.load_lora_weights(out)
         rows[variant] = sample(pipe, out, variant, texts, seeds, args.inference_steps)
         pipe.unload_lora_weights()
-    name = "finetune_brightness_quick" if args.quick else "finetune_brightness"
+    name = study_name("finetune_brightness", args)
     return sample_sheet(rows, texts, args.out_dir / f"{name}_samples.png")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
-    work = args.work_dir or Path("outputs") / ("finetune_brightness_quick" if args.quick else "finetune_brightness")
+    work = args.work_dir or Path("outputs") / study_name("finetune_brightness", args)
     if args.figure_only:
         return figure(load_pipeline(), work, args)
     train, train_texts = brightness_scenes(args.images, seed=2_000_000)
@@ -171,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
 def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace, train: np.ndarray, train_texts: List[str]) -> Path:
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    name = "finetune_brightness_quick" if args.quick else "finetune_brightness"
+    name = study_name("finetune_brightness", args)
     write_csv(args.out_dir / f"{name}.csv", rows)
     columns = ["w1_night", "w1_noon", "mean_night", "mean_noon", "adherence_night", "adherence_noon", "geneval_noon"]
     table = [[variant, sum(r["variant"] == variant for r in rows)]

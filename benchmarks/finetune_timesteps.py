@@ -33,7 +33,7 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet
+from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
 
 TYPES = ("linear", "sigmoid", "shift", "weighted")
 EVAL_SEED = 7  # sampling seeds are the same for every LoRA: the intervals are over training seeds
@@ -90,13 +90,13 @@ def figure(pipe: Any, work: Path, args: argparse.Namespace) -> Path:
         pipe.load_lora_weights(finished_lora(work / f"{kind}-seed0"))
         rows[f"{kind} @{args.steps}"] = sample()
         pipe.unload_lora_weights()
-    name = "finetune_timesteps_quick" if args.quick else "finetune_timesteps"
+    name = study_name("finetune_timesteps", args)
     return sample_sheet(rows, texts, args.out_dir / f"{name}_samples.png")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
-    work = args.work_dir or Path("outputs") / ("finetune_timesteps_quick" if args.quick else "finetune_timesteps")
+    work = args.work_dir or Path("outputs") / study_name("finetune_timesteps", args)
     if args.figure_only:
         return figure(load_pipeline(None if args.model == "shapes" else args.model), work, args)
     data = write_image_folder(work / "data", *concept_scenes(args.images, seed=0))
@@ -126,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
 def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace) -> Path:
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    name = "finetune_timesteps_quick" if args.quick else "finetune_timesteps"
+    name = study_name("finetune_timesteps", args)
     write_csv(args.out_dir / f"{name}.csv", rows)
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in rows:
