@@ -122,7 +122,8 @@ def lora_study_parser(description: str, quick_help: str, full: Mapping[str, Any]
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table goes (default benchmarks/results)")
     p.add_argument("--tag", default="", help="suffix of the result files and default work folder, e.g. lr3e-4")
     p.add_argument("--figure-only", action="store_true",
-                   help="only redraw the samples picture from the finished seed-0 LoRAs in --work-dir (no training)")
+                   help="only redraw the pictures (no training): samples from the finished seed-0 LoRAs in --work-dir, "
+                        "and curves from the CSV where the study plots them")
     return p
 
 

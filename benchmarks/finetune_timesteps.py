@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, shows_cross, train_lora,
+from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, mean_interval, shows_cross, train_lora,
                                   write_image_folder)
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import COLOURS
@@ -98,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
     work = args.work_dir or Path("outputs") / study_name("finetune_timesteps", args)
     if args.figure_only:
+        if not args.quick:
+            redraw_plot(args)
         return figure(load_pipeline(None if args.model == "shapes" else args.model), work, args)
     data = write_image_folder(work / "data", *concept_scenes(args.images, seed=0))
     prompts = load_prompts()
@@ -158,23 +160,45 @@ def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace) -> Path:
 
 
 def plot(groups: Dict[tuple, List[Dict[str, Any]]], path: Path) -> None:
+    """Concept share and mini-GenEval (forgetting) against LoRA step, per type: means over seeds, 95% t-intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind in dict.fromkeys(k for k, _ in groups if not k.startswith("none")):
-        steps = sorted(s for k, s in groups if k == kind)
-        ax.plot(steps, [sum(r["concept"] for r in groups[(kind, s)]) / len(groups[(kind, s)]) for s in steps], marker="o",
-                label=kind)
-    ax.set_xlabel("LoRA step")
-    ax.set_ylabel("concept share (crosses)")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    base = [g for (k, _), g in groups.items() if k.startswith("none")]
+    for ax, column, label in zip(axes, ("concept", "geneval"), ("concept share (crosses) ↑", "mini-GenEval overall (old prompts)")):
+        for offset, kind in enumerate(dict.fromkeys(k for k, _ in groups if not k.startswith("none"))):
+            steps = sorted(s for k, s in groups if k == kind)
+            stats = [mean_interval([float(r[column]) for r in groups[(kind, s)]]) for s in steps]
+            means = [m for m, _, _ in stats]
+            errors = [[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]]
+            ax.errorbar([s + 4 * (offset - 1.5) for s in steps], means, yerr=errors, marker="o", capsize=3, label=kind)
+        if base:
+            ax.axhline(float(base[0][0][column]), color="grey", linestyle="--", label="base model")
+        ax.set_xlabel("LoRA step")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
+def redraw_plot(args: argparse.Namespace) -> Path:
+    """Redraw ``<name>.png`` from ``<name>.csv`` (written by a finished run)."""
+    import csv
+
+    name = study_name("finetune_timesteps", args)
+    source = args.out_dir / f"{name}.csv"
+    if not source.is_file():
+        raise ValueError(f"no {source}: run the study without --figure-only first")
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    with open(source, newline="") as f:
+        for r in csv.DictReader(f):
+            groups.setdefault((r["type"], int(r["step"])), []).append(r)
+    plot(groups, args.out_dir / f"{name}.png")
+    return args.out_dir / f"{name}.png"
 
 if __name__ == "__main__":
     main(sys.argv[1:])
