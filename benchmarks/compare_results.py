@@ -1,0 +1,85 @@
+"""Check that rerun benchmark tables reproduce the committed ones, ignoring wall-time columns.
+
+    python -m benchmarks.compare_results benchmarks/results/img2img_digits.csv ...      # against git HEAD
+    python -m benchmarks.compare_results new.csv --against old.csv
+
+A rerun rewrites ``benchmarks/results/<name>.csv``; this compares it with the committed version (``git show
+HEAD:<path>``) or with ``--against``, cell by cell.  Columns whose name contains ``second``, ``time`` or ``wall``
+are timings, which differ run to run, and are skipped; every other cell must be equal, numbers to a relative
+1e-9.  Exit status 1 if any file differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+__all__ = ["TIMING_MARKERS", "timing_columns", "compare_tables", "main"]
+
+#: A column whose name contains one of these is a wall-time measurement.
+TIMING_MARKERS = ("second", "time", "wall")
+
+
+def timing_columns(columns: Sequence[str]) -> List[str]:
+    """The columns of ``columns`` that hold timings (see :data:`TIMING_MARKERS`)."""
+    return [c for c in columns if any(marker in c.lower() for marker in TIMING_MARKERS)]
+
+
+def _same(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        x, y = float(a), float(b)
+    except ValueError:
+        return False
+    return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
+
+
+def compare_tables(old: List[Dict[str, str]], new: List[Dict[str, str]]) -> List[str]:
+    """Differences between two tables (rows as dicts), timing columns skipped; empty if they reproduce."""
+    columns = list(old[0]) if old else []
+    if new and list(new[0]) != columns:
+        return [f"columns differ: {columns} vs {list(new[0])}"]
+    skipped = set(timing_columns(columns))
+    problems = [f"{len(old)} rows vs {len(new)}"] if len(old) != len(new) else []
+    for i, (a, b) in enumerate(zip(old, new)):
+        problems += [f"row {i} {c}: {a[c]!r} -> {b[c]!r}" for c in columns if c not in skipped and not _same(a[c], b[c])]
+    return problems
+
+
+def _read(text: str) -> List[Dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv", type=Path, nargs="+", help="rerun tables")
+    parser.add_argument("--against", type=Path, default=None, help="the reference table (default: git HEAD's version)")
+    args = parser.parse_args(argv)
+    if args.against is not None and len(args.csv) != 1:
+        parser.error("--against takes one table to compare")
+    failed = 0
+    for path in args.csv:
+        if args.against is not None:
+            reference = args.against.read_text()
+        else:
+            shown = subprocess.run(["git", "show", f"HEAD:{path}"], capture_output=True, text=True)
+            if shown.returncode:
+                parser.error(f"{path} is not committed at HEAD: {shown.stderr.strip()}")
+            reference = shown.stdout
+        old, new = _read(reference), _read(path.read_text())
+        problems = compare_tables(old, new)
+        skipped = timing_columns(list(old[0]) if old else [])
+        print(f"{path}: " + (f"reproduces ({len(new)} rows; timings skipped: {', '.join(skipped) or 'none'})" if not problems
+                             else f"DIFFERS in {len(problems)} places: " + "; ".join(problems[:5])))
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
