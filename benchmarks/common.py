@@ -134,7 +134,7 @@ def study_name(base: str, args: argparse.Namespace) -> str:
 
 def finished_lora(folder: Path) -> Path:
     """``folder`` if it holds a finished LoRA (:data:`nlg.finetune.train.LORA_WEIGHTS`), else a ValueError naming it."""
-    from nlg.finetune import LORA_WEIGHTS
+    from nlg.finetune.train import LORA_WEIGHTS
 
     if not (Path(folder) / LORA_WEIGHTS).is_file():
         raise ValueError(f"no finished LoRA in {folder}: run the study without --figure-only first")

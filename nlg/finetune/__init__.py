@@ -25,10 +25,4 @@ __all__ = [
     "FinetuneBatch",
     "read_image_folder",
     "load_images",
-    "IMAGE_EXTENSIONS",
-    "LORA_WEIGHTS",
-    "MIXED_PRECISION",
-    "QUICK_OVERRIDES",
-    "TEXT_ENCODER_TARGETS",
-    "UNET_TARGETS",
 ]
