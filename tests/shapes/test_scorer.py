@@ -218,3 +218,31 @@ def test_caption_metadata_inverts_the_prompt_builder_and_matches_scenes():
         caption_metadata("a photo of a dog")
     with pytest.raises(TypeError, match="caption"):
         caption_metadata(3)
+
+
+@pytest.mark.parametrize("size", [8, 9, 12, 15, 20, 31])
+def test_corners_feature_is_zero_on_digitised_circles_and_one_on_squares(size):
+    # Independent count: a box pixel is a corner pixel iff its centre lies outside the inscribed circle; a digitised
+    # circle holds exactly the pixels whose centre lies inside, so it holds none of them, and a square holds all.
+    centre = size / 2
+    disc = np.array([[(x + 0.5 - centre) ** 2 + (y + 0.5 - centre) ** 2 <= centre**2 for x in range(size)]
+                     for y in range(size)])
+    assert shape_features(disc)["corners"] == 0.0
+    assert shape_features(np.ones((size, size), bool))["corners"] == 1.0
+    # A square with one corner pixel removed keeps (k - 1)/k of its k corner pixels, k counted by brute force.
+    k = sum((x + 0.5 - centre) ** 2 + (y + 0.5 - centre) ** 2 > centre**2 for x in range(size) for y in range(size))
+    notched = np.ones((size, size), bool)
+    notched[0, 0] = False
+    assert math.isclose(shape_features(notched)["corners"], (k - 1) / k)
+
+
+def test_a_soft_square_keeps_the_corner_share_of_the_docstring_derivation():
+    # Square of side 40 with corners rounded at radius rho * 40, rho = 0.4: continuous corner share 1 - 4 rho^2 = 0.36
+    # while its fill 1 - (4 - pi) rho^2 = 0.863 is that of a small digitised circle.
+    size, radius = 40, 16.0
+    u, v = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    du = np.maximum(np.abs(u - size / 2) - (size / 2 - radius), 0)
+    dv = np.maximum(np.abs(v - size / 2) - (size / 2 - radius), 0)
+    soft = du**2 + dv**2 <= radius**2
+    f = shape_features(soft)
+    assert abs(f["fill"] - (1 - (4 - math.pi) * 0.16)) < 0.01 and abs(f["corners"] - 0.36) < 0.03
