@@ -30,3 +30,21 @@ def test_scorer_agrees_with_the_human_labels_per_task_and_overall():
     assert list(table) == list(TASKS) + ["overall"]
     for group, floor in FLOORS.items():
         assert table[group]["accuracy"] >= floor, (group, table[group])
+
+
+#: ``benchmarks/results/shapes_labels_v22``: 12 images per task from the shipped v2.2 model, in blocks of 4 at CFG 1,
+#: CFG 2 and CFG 1 + ``for_budget(4)``, labelled by eye before the scorer was run.  Measured: agreement 0.889 (κ 0.665);
+#: the scorer calls 59 correct where the labeller called 55 (circles that are octagons or ovals, objects cut by the
+#: frame), so on v2.2 it is about 5 points lenient; the floor and the leniency bound sit at those values.
+LABELS_V22 = LABELS.parents[1] / "shapes_labels_v22" / "labels.jsonl"
+
+
+def test_scorer_agrees_with_the_labels_of_shipped_model_images():
+    rows = read_labels(LABELS_V22)
+    assert len(rows) == len(LABELS_V22.read_text().splitlines()) == 72
+    assert all((LABELS_V22.parent / row["image"]).is_file() for row in rows)
+    overall = score_labels(LABELS_V22)["agreement"]["overall"]
+    assert overall["accuracy"] >= 0.88, overall
+    scorer_correct = overall["both_correct"] + overall["scorer_only"]
+    human_correct = overall["both_correct"] + overall["human_only"]
+    assert scorer_correct - human_correct <= 4, overall
