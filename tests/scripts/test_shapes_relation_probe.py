@@ -1,0 +1,56 @@
+"""``benchmarks.shapes_relation_probe``: its layout offsets against scenes of known geometry, its refusals, and a
+one-image run on the shipped model."""
+
+import csv
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks import shapes_relation_probe as probe
+from nlg.shapes.data import ShapeObject, render
+
+
+class RenderingPipeline:
+    """Stands in for the pipeline: every image is the same rendered scene, whatever the prompt."""
+
+    def __init__(self, objects):
+        self.image = render(objects).astype(np.float32) / 255
+        self.prompts = []
+
+    def __call__(self, prompts, **kwargs):
+        assert len(kwargs["generator"]) == len(prompts)
+        self.prompts.extend(prompts)
+        return SimpleNamespace(images=[self.image] * len(prompts))
+
+
+def test_offsets_are_centre_differences_of_the_detected_objects():
+    circle, square = ShapeObject("circle", "red", 2, 3, 12), ShapeObject("square", "blue", 18, 16, 10)
+    pipe = RenderingPipeline([circle, square])
+    found = probe.offsets(pipe, "circle", "square", "left of", images=3)
+    # centres from the render geometry: (x + size/2, y + size/2)
+    expected = np.array([2 + 6 - (18 + 5), 3 + 6 - (16 + 5)], dtype=float)
+    assert len(found) == 3 and all(np.allclose(d, expected) for d in found)
+    assert pipe.prompts == ["a photo of a circle left of a square"] * 3
+
+
+def test_images_without_exactly_one_of_each_shape_are_left_out():
+    pipe = RenderingPipeline([ShapeObject("circle", "red", 2, 3, 12), ShapeObject("circle", "blue", 18, 16, 10)])
+    assert probe.offsets(pipe, "circle", "square", "above", images=2) == []
+
+
+def test_bad_image_count_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        probe.main(["--images", "0"])
+    assert "--images" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_one_image_run_on_the_shipped_model(tmp_path):
+    probe.main(["--images", "1", "--out-dir", str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "shapes_relation_probe.csv").open()))
+    layout = [r for r in rows if r["probe"] == "layout"]
+    assert [r["relation"] for r in layout] == ["left of", "right of", "above", "below"]
+    assert all(0 <= int(r["n"]) <= 6 for r in layout)
+    encoder = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"] != "layout"}
+    assert set(encoder) == {"right of", "above", "below", "A and B swapped"} and all(v > 0 for v in encoder.values())
