@@ -78,7 +78,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error(f"--images must be >= 1, got {args.images}")
-    torch.manual_seed(0)
     pipe = load_pipeline(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
     pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b]
