@@ -91,7 +91,7 @@ class FlowModel:
     name = "flow"
 
     def __init__(self, train_steps: int) -> None:
-        from flow_digits import velocity
+        from .flow_digits import velocity
 
         self.unet, folder = flow_model(train_steps)
         self.sha256 = weights_sha256(folder)

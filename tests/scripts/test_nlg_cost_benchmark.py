@@ -46,6 +46,16 @@ def test_quick_run_writes_results_and_resumes(tmp_path):
     assert _rows(tmp_path / "nlg_cost.csv") == rows
 
 
+
+@pytest.mark.slow
+def test_quick_flow_run_records_the_flow_model(tmp_path):
+    # The committed table's flow rows come from `--model flow`: its model must load under `python -m`.
+    _run(tmp_path, "--model", "flow")
+    rows = _rows(tmp_path / "nlg_cost.csv")
+    assert rows and {r["model"] for r in rows} == {"flow"}
+    assert all(len(r["weights_sha256"]) == 64 for r in rows)
+    assert {float(r["mean_evals"]) for r in rows if r["kind"] != "none"} <= {20.0, 4.0, 1.0}
+
 def test_append_row_merges_rows_written_by_another_process(tmp_path):
     from benchmarks.nlg_cost import append_row, read_rows
 
