@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, mean_interval, shows_cross, train_lora,
                                   write_image_folder)
@@ -126,13 +126,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     return write_results(rows, args)
 
 
+def by_type_and_step(rows: Iterable[Mapping[str, Any]]) -> Dict[Tuple[str, int], List[Mapping[str, Any]]]:
+    """The result rows grouped by ``(type, step)``, in first-seen order (``step`` read as an int, as from a CSV)."""
+    groups: Dict[Tuple[str, int], List[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["type"], int(r["step"])), []).append(r)
+    return groups
+
+
 def write_results(rows: List[Dict[str, Any]], args: argparse.Namespace) -> Path:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     name = study_name("finetune_timesteps", args)
     write_csv(args.out_dir / f"{name}.csv", rows)
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["type"], r["step"]), []).append(r)
+    groups = by_type_and_step(rows)
     table = [(kind, step, len(g), fmt_interval([r["concept"] for r in g]), fmt_interval([r["geneval"] for r in g]))
              for (kind, step), g in groups.items()]
     best = []
@@ -193,12 +199,10 @@ def redraw_plot(args: argparse.Namespace) -> Path:
     source = args.out_dir / f"{name}.csv"
     if not source.is_file():
         raise ValueError(f"no {source}: run the study without --figure-only first")
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
     with open(source, newline="") as f:
-        for r in csv.DictReader(f):
-            groups.setdefault((r["type"], int(r["step"])), []).append(r)
-    plot(groups, args.out_dir / f"{name}.png")
+        plot(by_type_and_step(csv.DictReader(f)), args.out_dir / f"{name}.png")
     return args.out_dir / f"{name}.png"
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

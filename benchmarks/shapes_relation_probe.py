@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -48,26 +48,34 @@ def offsets(pipe: Any, a: str, b: str, relation: str, images: int) -> List[np.nd
     return found
 
 
-def hidden(pipe: Any, prompt: str) -> torch.Tensor:
-    """The text encoder's last hidden state ``(tokens, width)`` of ``prompt``."""
+def hidden(pipe: Any, prompt: str) -> Tuple[torch.Tensor, int]:
+    """The text encoder's last hidden state ``(tokens, width)`` of ``prompt`` and the end-of-text token's index."""
     ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
     with torch.no_grad():
-        return pipe.text_encoder(ids.input_ids)[0][0]
+        states = pipe.text_encoder(ids.input_ids)[0][0]
+    return states, int(ids.attention_mask[0].sum()) - 1
 
 
 def encoder_sensitivity(pipe: Any, a: str, b: str) -> Dict[str, Dict[str, float]]:
     """Relative change of the hidden state at the relation word and at the end-of-text token against ``left of``."""
-    base_prompt = f"a photo of a {a} left of a {b}"
-    base = hidden(pipe, base_prompt)
+    base, end = hidden(pipe, f"a photo of a {a} left of a {b}")
     word = 6  # <start> a photo of a A [relation]
-    end = len(pipe.tokenizer(base_prompt).input_ids) - 1
     out = {}
     for name, prompt in [(r, f"a photo of a {a} {r} a {b}") for r in RELATIONS[1:]] + [("A and B swapped", f"a photo of a {b} left of a {a}")]:
-        other = hidden(pipe, prompt)
-        other_end = len(pipe.tokenizer(prompt).input_ids) - 1
+        other, other_end = hidden(pipe, prompt)
         out[name] = {"word": float((other[word] - base[word]).norm() / base[word].norm()),
                      "end": float((other[other_end] - base[end]).norm() / base[end].norm())}
     return out
+
+
+def layout_row(relation: str, found: List[np.ndarray]) -> Dict[str, Any]:
+    """The layout table's row: how many images, mean offsets and the shares with A left of / above B (blank if none)."""
+    row: Dict[str, Any] = dict(probe="layout", relation=relation, n=len(found))
+    if found:
+        d = np.array(found)
+        row.update(mean_dx=float(d[:, 0].mean()), mean_dy=float(d[:, 1].mean()),
+                   share_A_left=float(np.mean(d[:, 0] < 0)), share_A_above=float(np.mean(d[:, 1] < 0)))
+    return row
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -83,11 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b]
     rows: List[Dict[str, Any]] = []
     for relation in RELATIONS:
-        found = [d for a, b in pairs for d in offsets(pipe, a, b, relation, args.images)]
-        d = np.array(found).reshape(-1, 2)
-        rows.append(dict(probe="layout", relation=relation, n=len(d), mean_dx=float(d[:, 0].mean()) if len(d) else "",
-                         mean_dy=float(d[:, 1].mean()) if len(d) else "", share_A_left=float(np.mean(d[:, 0] < 0)) if len(d) else "",
-                         share_A_above=float(np.mean(d[:, 1] < 0)) if len(d) else ""))
+        rows.append(layout_row(relation, [d for a, b in pairs for d in offsets(pipe, a, b, relation, args.images)]))
     changes = [encoder_sensitivity(pipe, a, b) for a, b in pairs]
     for name in changes[0]:
         rows.append(dict(probe="text encoder vs 'left of'", relation=name,
