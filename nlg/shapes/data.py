@@ -18,8 +18,9 @@ the upright isosceles triangle with its base on the bottom edge and its apex at 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "MIN_GAP",
     "SIZE_RANGES",
     "TASK_WEIGHTS",
+    "check_task_weights",
     "ShapeObject",
     "Scene",
     "relative_position",
@@ -68,6 +70,21 @@ TASKS: Tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "
 #: Share of each task among training captions.
 #: Weighted toward the compositional tasks a small model finds hard (counting, position, colour attribution).
 TASK_WEIGHTS = (0.06, 0.14, 0.20, 0.10, 0.22, 0.28)
+
+
+def check_task_weights(task_weights: Any) -> Tuple[float, ...]:
+    """``task_weights`` as a tuple of floats: one weight >= 0 per task of :data:`TASKS`, with a positive sum.
+
+    Raises a ValueError (or TypeError) naming ``task_weights`` otherwise."""
+    if not isinstance(task_weights, (tuple, list)) or len(task_weights) != len(TASKS):
+        raise TypeError(f"task_weights must be a sequence of {len(TASKS)} numbers (one per task of {TASKS}), got {task_weights!r}")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in task_weights):
+        raise ValueError(f"task_weights must be finite numbers >= 0, got {task_weights!r}")
+    if not sum(task_weights) > 0:
+        raise ValueError(f"task_weights must not all be 0, got {task_weights!r}")
+    return tuple(float(w) for w in task_weights)
+
+
 #: Object side in pixels (inclusive range) by the number of objects in the scene, large enough to draw crisply.
 SIZE_RANGES = {1: (12, 20), 2: (10, 15), 3: (9, 12), 4: (8, 11)}
 #: Minimum number of background pixels between the boxes of two objects.
@@ -239,7 +256,7 @@ def _place(
     raise RuntimeError(f"could not place {specs} in {max_tries} tries")  # pragma: no cover - never seen
 
 
-def sample_scene(generator: torch.Generator, task: Optional[str] = None) -> Scene:
+def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_weights: Sequence[float] = TASK_WEIGHTS) -> Scene:
     """Draw a caption from GenEval's templates, then a scene of which it is true.
 
     Templates (shapes in place of COCO classes):
@@ -254,10 +271,12 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None) -> Scen
 
     Args:
         generator (`torch.Generator`): the only source of randomness.
-        task (`str`, *optional*): one of :data:`TASKS`; drawn with ``TASK_WEIGHTS`` if omitted.
+        task (`str`, *optional*): one of :data:`TASKS`; drawn with ``task_weights`` if omitted.
+        task_weights (`Sequence[float]`, defaults to :data:`TASK_WEIGHTS`): relative frequency of each task of
+            :data:`TASKS` when ``task`` is omitted (:func:`check_task_weights`).
     """
     if task is None:
-        weights = torch.tensor(TASK_WEIGHTS, dtype=torch.float64)
+        weights = torch.tensor(check_task_weights(task_weights), dtype=torch.float64)
         task = TASKS[int(torch.multinomial(weights, 1, generator=generator))]
     elif task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -299,21 +318,22 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None) -> Scen
     return Scene(objects=objects, caption=caption, task=task)
 
 
-def scene_from_seed(seed: int, task: Optional[str] = None) -> Scene:
+def scene_from_seed(seed: int, task: Optional[str] = None, task_weights: Sequence[float] = TASK_WEIGHTS) -> Scene:
     """The scene of ``seed``: ``sample_scene`` with ``torch.Generator().manual_seed(seed)``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return sample_scene(torch.Generator().manual_seed(seed), task)
+    return sample_scene(torch.Generator().manual_seed(seed), task, task_weights)
 
 
-def render_dataset(seeds: Sequence[int]) -> Tuple[torch.Tensor, List[str], List[Scene]]:
-    """Render the scenes of ``seeds``.
+def render_dataset(seeds: Sequence[int], task_weights: Sequence[float] = TASK_WEIGHTS) -> Tuple[torch.Tensor, List[str], List[Scene]]:
+    """Render the scenes of ``seeds`` (:func:`scene_from_seed`, tasks drawn with ``task_weights``).
 
     Returns:
         ``(images, captions, scenes)``: images as float32 ``(N, 3, 32, 32)`` in [-1, 1], the captions and
         the scenes themselves.
     """
-    scenes = [scene_from_seed(int(s)) for s in seeds]
+    task_weights = check_task_weights(task_weights)
+    scenes = [scene_from_seed(int(s), None, task_weights) for s in seeds]
     pixels = np.stack([render(scene.objects) for scene in scenes])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return images, [scene.caption for scene in scenes], scenes

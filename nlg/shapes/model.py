@@ -115,15 +115,21 @@ def build_vae(*, seed: int = 0) -> AutoencoderKL:
     return _seeded(seed, lambda: AutoencoderKL(**VAE_CONFIG))
 
 
-def text_config() -> CLIPTextConfig:
-    """:data:`TEXT_CONFIG` on the tokenizer's vocabulary, with its start/end/padding ids."""
+def text_config(layers: int = TEXT_CONFIG["num_hidden_layers"]) -> CLIPTextConfig:
+    """:data:`TEXT_CONFIG` on the tokenizer's vocabulary, with its start/end/padding ids.
+
+    Args:
+        layers (`int`, defaults to 2): transformer layers (``num_hidden_layers``).
+    """
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers must be an int >= 1, got {layers!r}")
     vocab, _ = build_vocab()
     return CLIPTextConfig(
         vocab_size=len(vocab),
         bos_token_id=vocab["<|startoftext|>"],
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"],
-        **TEXT_CONFIG,
+        **dict(TEXT_CONFIG, num_hidden_layers=layers),
     )
 
 
@@ -164,9 +170,10 @@ def whiten_vae(vae: AutoencoderKL, latents: torch.Tensor, *, floor: float = 0.01
     return whiten.float()
 
 
-def build_text_encoder(*, seed: int = 0) -> CLIPTextModel:
-    """A freshly initialised 2-layer ``CLIPTextModel`` (:data:`TEXT_CONFIG`)."""
-    return _seeded(seed, lambda: CLIPTextModel(text_config()))
+def build_text_encoder(*, seed: int = 0, layers: int = TEXT_CONFIG["num_hidden_layers"]) -> CLIPTextModel:
+    """A freshly initialised ``CLIPTextModel`` (:data:`TEXT_CONFIG`, 2 layers unless ``layers`` says otherwise)."""
+    config = text_config(layers)
+    return _seeded(seed, lambda: CLIPTextModel(config))
 
 
 def unet_levels(channels: Tuple[int, ...], top_level_attention: bool = True) -> Dict[str, Any]:

@@ -57,7 +57,7 @@ from ..training.loop import LoopConfig, train_loop, training_record
 from ..utils.deprecation import deprecated_function
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
-from .data import render_dataset
+from .data import TASK_WEIGHTS, TASKS, check_task_weights, render_dataset
 from .model import (
     PREDICTION_TYPE,
     PREDICTION_TYPES,
@@ -109,6 +109,9 @@ class ShapesTraining:
             first (:func:`~nlg.shapes.model.unet_levels`).
         top_level_attention (`bool`, defaults to False): cross-attention at the UNet's top level (SDXL has none,
             nor has the shipped v2.2 model: its three levels then cost 0.64 of v2.1's two-level step, measured interleaved).
+        task_weights (`Tuple[float, ...]`, defaults to :data:`~nlg.shapes.data.TASK_WEIGHTS`): relative frequency
+            of each GenEval task among the training captions, in :data:`~nlg.shapes.data.TASKS` order.
+        text_layers (`int`, defaults to 2): the text encoder's transformer layers.
         seed (`int`, defaults to 0): seeds the initial weights and every draw.
     """
 
@@ -128,10 +131,12 @@ class ShapesTraining:
     prediction_type: str = PREDICTION_TYPE
     unet_channels: Tuple[int, ...] = UNET_CONFIG["block_out_channels"]
     top_level_attention: bool = False
+    task_weights: Tuple[float, ...] = TASK_WEIGHTS
+    text_layers: int = TEXT_CONFIG["num_hidden_layers"]
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("scenes", "vae_steps", "vae_batch_size", "steps", "batch_size"):
+        for name in ("scenes", "vae_steps", "vae_batch_size", "steps", "batch_size", "text_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -155,10 +160,11 @@ class ShapesTraining:
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
         unet_levels(self.unet_channels, self.top_level_attention)
+        object.__setattr__(self, "task_weights", check_task_weights(self.task_weights))
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume."""
-        return dict(dataclasses.asdict(self), unet_channels=list(self.unet_channels))
+        return dict(dataclasses.asdict(self), unet_channels=list(self.unet_channels), task_weights=list(self.task_weights))
 
 
 #: The settings of the shipped model.
@@ -247,7 +253,7 @@ def train(
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
 
-    images, captions, _ = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes))
+    images, captions, _ = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes), s.task_weights)
     tokenizer = build_tokenizer()
     vae = build_vae(seed=s.seed)
     vae_result = train_loop(
@@ -267,7 +273,7 @@ def train(
 
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids[0]
-    text_encoder, unet = build_text_encoder(seed=s.seed + 1), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
+    text_encoder, unet = build_text_encoder(seed=s.seed + 1, layers=s.text_layers), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
     result = train_loop(
         {"unet": unet, "text_encoder": text_encoder}, _diffusion_loss(unet, text_encoder, latents, ids, empty, s),
         LoopConfig(steps=s.steps, lr=s.lr, ema_decay=s.ema_decay, checkpoint_every=checkpoint_every),
@@ -297,7 +303,7 @@ def train(
         latent_scaling_factor=scaling_factor,
         parameters={name: sum(p.numel() for p in m.parameters())
                     for name, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))},
-        configs={"vae": VAE_CONFIG, "text_encoder": TEXT_CONFIG, "unet": {**UNET_CONFIG, **unet_levels(s.unet_channels, s.top_level_attention)}, "scheduler": dict(SCHEDULER_CONFIG, prediction_type=s.prediction_type)},
+        configs={"vae": VAE_CONFIG, "text_encoder": dict(TEXT_CONFIG, num_hidden_layers=s.text_layers), "unet": {**UNET_CONFIG, **unet_levels(s.unet_channels, s.top_level_attention)}, "scheduler": dict(SCHEDULER_CONFIG, prediction_type=s.prediction_type)},
         train_seeds=[TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes],
         sha256=safetensors_sha256(out),
         size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
@@ -326,16 +332,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="UNet channels per level, top first (default 64 128 128)")
     parser.add_argument("--top-level-attention", action=argparse.BooleanOptionalAction, default=None,
                         help="cross-attention at the UNet's top level (default: off)")
+    parser.add_argument("--task-weights", type=float, nargs=len(TASKS), default=None, metavar="W",
+                        help=f"relative frequency of each training task, in the order {' '.join(TASKS)} (default {' '.join(map(str, TASK_WEIGHTS))})")
+    parser.add_argument("--text-layers", type=int, default=None, help="text encoder layers (default 2)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
     settings = QUICK_TRAINING if args.quick else DEFAULT_TRAINING
     overrides: Dict[str, Any] = {}
-    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type"):
+    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.unet_channels is not None:
         overrides["unet_channels"] = tuple(args.unet_channels)
+    if args.task_weights is not None:
+        overrides["task_weights"] = tuple(args.task_weights)
     if args.top_level_attention is not None:
         overrides["top_level_attention"] = args.top_level_attention
     if args.ema_decay is not None:
