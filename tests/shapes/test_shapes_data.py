@@ -12,8 +12,10 @@ from nlg.shapes.data import (
     MIN_GAP,
     PALETTE,
     SHAPES,
+    TASK_WEIGHTS,
     TASKS,
     ShapeObject,
+    check_task_weights,
     render,
     render_dataset,
     sample_scene,
@@ -121,6 +123,34 @@ def test_task_mix_covers_every_task_shape_and_colour():
     assert {o.shape for s in scenes for o in s.objects} == set(SHAPES)
     assert {o.colour for s in scenes for o in s.objects} == set(COLOURS)
     assert {len(s.objects) for s in scenes} == {1, 2, 3, 4}
+
+
+def test_task_weights_set_the_task_frequencies():
+    weights = (0.0, 0.1, 0.0, 0.0, 0.6, 0.3)
+    scenes = [scene_from_seed(s, task_weights=weights) for s in range(3000)]
+    counts = {task: sum(scene.task == task for scene in scenes) for task in TASKS}
+    assert counts["single_object"] == counts["counting"] == counts["colors"] == 0  # weight 0: never drawn
+    for task, weight in zip(TASKS, weights):  # binomial: 4.5 standard errors is a 1-in-100000 miss
+        se = (weight * (1 - weight) / len(scenes)) ** 0.5
+        assert abs(counts[task] / len(scenes) - weight) <= 4.5 * se + 1e-12, task
+    # weights are relative: a multiple draws the same scenes
+    assert scene_from_seed(7, task_weights=[10 * w for w in weights]) == scene_from_seed(7, task_weights=weights)
+
+
+def test_the_default_task_weights_are_the_module_constant():
+    images, captions, _ = render_dataset(range(40))
+    again, same, _ = render_dataset(range(40), TASK_WEIGHTS)
+    assert captions == same and torch.equal(images, again)
+    assert [scene_from_seed(s) for s in range(40)] == [scene_from_seed(s, None, TASK_WEIGHTS) for s in range(40)]
+
+
+@pytest.mark.parametrize("bad", [(0.1,) * 5, "uniform", (0.1, 0.1, 0.1, 0.1, 0.1, -0.1), (0.0,) * 6,
+                                 (0.1, 0.1, 0.1, 0.1, 0.1, float("nan")), (0.1, 0.1, 0.1, 0.1, 0.1, True)])
+def test_bad_task_weights_are_refused_by_name(bad):
+    with pytest.raises((TypeError, ValueError), match="task_weights"):
+        check_task_weights(bad)
+    with pytest.raises((TypeError, ValueError), match="task_weights"):
+        render_dataset(range(2), bad)
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -52,7 +52,7 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     meta = json.loads((tmp_path / "whole.json").read_text())
     for name, digest in meta["sha256"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
-    assert meta["settings"] == dict(dataclasses.asdict(TINY), unet_channels=list(TINY.unet_channels)) and meta["threads"] == 1 and meta["wall_seconds"] > 0
+    assert meta["settings"] == dict(dataclasses.asdict(TINY), unet_channels=list(TINY.unet_channels), task_weights=list(TINY.task_weights)) and meta["threads"] == 1 and meta["wall_seconds"] > 0
     assert meta["size_bytes"] <= 30e6
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
@@ -138,6 +138,34 @@ def test_unet_levels_option_builds_and_records_that_architecture(tmp_path):
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
 
 
+@pytest.mark.slow
+def test_task_weights_and_text_layers_build_and_record_that_recipe(tmp_path):
+    weights = (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # position captions only
+    settings = dataclasses.replace(TINY, task_weights=weights, text_layers=3)
+    seen = []
+    real = shapes_train.render_dataset
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shapes_train, "render_dataset", lambda seeds, w: seen.append(real(seeds, w)[2]) or real(seeds, w))
+        meta = train(tmp_path / "pos", settings=settings, progress=False)
+    assert {scene.task for scene in seen[0]} == {"position"}
+    assert meta["settings"]["task_weights"] == list(weights) and meta["settings"]["text_layers"] == 3
+    config = json.loads((tmp_path / "pos" / "text_encoder" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 3 == meta["configs"]["text_encoder"]["num_hidden_layers"]
+    pipe = load_pipeline(tmp_path / "pos")
+    assert pipe.text_encoder.config.num_hidden_layers == 3
+    assert sum(isinstance(m, torch.nn.MultiheadAttention) or type(m).__name__.endswith("EncoderLayer") for m in pipe.text_encoder.modules()) == 3
+
+
+def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(shapes_train, "train", lambda out, **kw: calls.append(kw["settings"]))
+    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--task-weights", "1", "0", "0", "0", "3", "0",
+                       "--text-layers", "4"])
+    assert calls[0].task_weights == (1.0, 0.0, 0.0, 0.0, 3.0, 0.0) and calls[0].text_layers == 4
+    with pytest.raises(SystemExit):
+        shapes_train.main(["--quick", "--task-weights", "1", "0", "0", "0", "0", "-1"])
+
+
 def test_default_unet_levels_are_the_shipped_architecture():
     shipped = json.loads((DEFAULT_FOLDER / "unet" / "config.json").read_text())
     levels = unet_levels(DEFAULT_TRAINING.unet_channels, DEFAULT_TRAINING.top_level_attention)
@@ -147,7 +175,8 @@ def test_default_unet_levels_are_the_shipped_architecture():
 @pytest.mark.parametrize("key, bad", [("latent_rgb_weight", -1.0), ("ema_decay", 1.0), ("steps", 0), ("scenes", 2.5),
                                       ("caption_dropout", 1.0), ("min_snr_gamma", 0.0), ("seed", -1),
                                       ("prediction_type", "sample"), ("unet_channels", (64, 100)),
-                                      ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1)])
+                                      ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1),
+                                      ("task_weights", (1.0, 0.0)), ("task_weights", (0.0,) * 6), ("text_layers", 0)])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
