@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "SIZE_RANGES",
     "TASK_WEIGHTS",
     "check_task_weights",
+    "mirror_scene",
     "ShapeObject",
     "Scene",
     "relative_position",
@@ -323,6 +325,30 @@ def scene_from_seed(seed: int, task: Optional[str] = None, task_weights: Sequenc
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return sample_scene(torch.Generator().manual_seed(seed), task, task_weights)
+
+
+_MIRRORED_WORDS = {"left of": "right of", "right of": "left of"}
+
+
+def mirror_scene(scene: Scene, image_size: int = IMAGE_SIZE) -> Scene:
+    """``scene`` reflected left to right, with ``left of`` and ``right of`` swapped in its caption.
+
+    Every shape is symmetric about its vertical axis, so ``render(mirror_scene(s).objects)`` is ``render(s.objects)``
+    flipped left to right, and the mirrored caption is true of it: a counterfactual twin that differs from ``scene``
+    only in the relation word and the layout it implies.
+
+    Args:
+        scene (`Scene`): any scene; only a position caption's relation word changes.
+        image_size (`int`, defaults to 32): side of the square image.
+    """
+    objects = tuple(dataclass_replace(o, x=image_size - o.x - o.size) for o in scene.objects)
+    caption = scene.caption
+    if scene.task == "position":
+        for word, other in _MIRRORED_WORDS.items():
+            if f" {word} " in caption:
+                caption = caption.replace(f" {word} ", f" {other} ")
+                break
+    return Scene(objects=objects, caption=caption, task=scene.task)
 
 
 def render_dataset(seeds: Sequence[int], task_weights: Sequence[float] = TASK_WEIGHTS) -> Tuple[torch.Tensor, List[str], List[Scene]]:

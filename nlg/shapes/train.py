@@ -57,7 +57,7 @@ from ..training.loop import LoopConfig, train_loop, training_record
 from ..utils.deprecation import deprecated_function
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
-from .data import TASK_WEIGHTS, TASKS, check_task_weights, render_dataset
+from .data import TASK_WEIGHTS, TASKS, check_task_weights, mirror_scene, render_dataset
 from .model import (
     PREDICTION_TYPE,
     PREDICTION_TYPES,
@@ -112,6 +112,10 @@ class ShapesTraining:
         task_weights (`Tuple[float, ...]`, defaults to :data:`~nlg.shapes.data.TASK_WEIGHTS`): relative frequency
             of each GenEval task among the training captions, in :data:`~nlg.shapes.data.TASKS` order.
         text_layers (`int`, defaults to 2): the text encoder's transformer layers.
+        mirror_pairs (`float`, defaults to 0.0): share of each diffusion batch given to counterfactual pairs: a
+            ``left of``/``right of`` scene and its mirror image with the other word
+            (:func:`~nlg.shapes.data.mirror_scene`), noised with the same ε and timestep, so only the relation word
+            tells the two targets apart (0: off, the plain recipe).
         seed (`int`, defaults to 0): seeds the initial weights and every draw.
     """
 
@@ -133,6 +137,7 @@ class ShapesTraining:
     top_level_attention: bool = False
     task_weights: Tuple[float, ...] = TASK_WEIGHTS
     text_layers: int = TEXT_CONFIG["num_hidden_layers"]
+    mirror_pairs: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -146,12 +151,14 @@ class ShapesTraining:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.whiten_latents, bool):
             raise TypeError(f"whiten_latents must be a bool, got {type(self.whiten_latents).__name__}")
-        for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout"):
+        for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout", "mirror_pairs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not (self.vae_lr > 0 and self.lr > 0):
             raise ValueError("vae_lr and lr must be > 0")
+        if not self.mirror_pairs <= 1:
+            raise ValueError(f"mirror_pairs must be in [0, 1], got {self.mirror_pairs}")
         if not self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -161,6 +168,12 @@ class ShapesTraining:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
         unet_levels(self.unet_channels, self.top_level_attention)
         object.__setattr__(self, "task_weights", check_task_weights(self.task_weights))
+        if self.mirror_pairs > 0 and not self.task_weights_position() > 0:
+            raise ValueError("mirror_pairs needs position captions: give task_weights a positive position weight")
+
+    def task_weights_position(self) -> float:
+        """The weight of the ``position`` task in ``task_weights``."""
+        return float(self.task_weights[TASKS.index("position")])
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume."""
@@ -202,15 +215,26 @@ def _vae_loss(vae: Any, images: Tensor, s: ShapesTraining):
     return loss_fn
 
 
-def _diffusion_loss(unet: Any, text_encoder: Any, latents: Tensor, ids: Tensor, empty: Tensor, s: ShapesTraining):
+def _diffusion_loss(unet: Any, text_encoder: Any, latents: Tensor, ids: Tensor, empty: Tensor, s: ShapesTraining,
+                    twins: Optional[Tuple[Tensor, Tensor, Tensor]] = None):
+    """The diffusion loss; ``twins`` = (scene indices, their mirrored latents, their mirrored captions' ids)."""
     scheduler = training_scheduler(s.prediction_type)
+    pairs = round(s.mirror_pairs * s.batch_size / 2) if twins is not None else 0
 
     def loss_fn(step: int, generator: torch.Generator) -> Tensor:
-        index = torch.randint(0, len(latents), (s.batch_size,), generator=generator)
+        single = s.batch_size - 2 * pairs
+        index = torch.randint(0, len(latents), (single,), generator=generator)
         tokens = ids[index].clone()
-        tokens[torch.rand(s.batch_size, generator=generator) < s.caption_dropout] = empty
+        tokens[torch.rand(single, generator=generator) < s.caption_dropout] = empty
+        x, noise_generator = latents[index], generator
+        if pairs:  # each scene and its mirror twin share one generator seed: the same timestep and ε
+            j = torch.randint(0, len(twins[0]), (pairs,), generator=generator)
+            x = torch.cat([x, latents[twins[0][j]], twins[1][j]])
+            tokens = torch.cat([tokens, ids[twins[0][j]], twins[2][j]])
+            seeds = torch.randint(0, 2**62, (single + pairs,), generator=generator).tolist()
+            noise_generator = [torch.Generator().manual_seed(seed) for seed in seeds + seeds[single:]]
         noisy, timesteps, target, weights = training_batch(
-            latents[index], scheduler, generator=generator, min_snr_gamma=s.min_snr_gamma
+            x, scheduler, generator=noise_generator, min_snr_gamma=s.min_snr_gamma
         )
         prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(tokens)[0]).sample
         return weighted_mse(prediction, target, weights)
@@ -253,7 +277,7 @@ def train(
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
 
-    images, captions, _ = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes), s.task_weights)
+    images, captions, scenes = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes), s.task_weights)
     tokenizer = build_tokenizer()
     vae = build_vae(seed=s.seed)
     vae_result = train_loop(
@@ -273,9 +297,18 @@ def train(
 
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids[0]
+    twins = None
+    if s.mirror_pairs > 0:
+        horizontal = [i for i, scene in enumerate(scenes) if scene.task == "position" and
+                      any(f" {word} " in scene.caption for word in ("left of", "right of"))]
+        if not horizontal:
+            raise ValueError(f"mirror_pairs: none of the {s.scenes} training scenes is a left/right position scene")
+        mirrored = [mirror_scene(scenes[i]).caption for i in horizontal]
+        twin_ids = tokenizer(mirrored, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        twins = (torch.tensor(horizontal), _posterior_means(vae, images[horizontal].flip(-1)) * scaling_factor, twin_ids)
     text_encoder, unet = build_text_encoder(seed=s.seed + 1, layers=s.text_layers), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
     result = train_loop(
-        {"unet": unet, "text_encoder": text_encoder}, _diffusion_loss(unet, text_encoder, latents, ids, empty, s),
+        {"unet": unet, "text_encoder": text_encoder}, _diffusion_loss(unet, text_encoder, latents, ids, empty, s, twins),
         LoopConfig(steps=s.steps, lr=s.lr, ema_decay=s.ema_decay, checkpoint_every=checkpoint_every),
         generator=torch.Generator().manual_seed(s.seed + 1), checkpoint=partial / "unet.pt", settings=record,
         progress=progress, desc="UNet + text encoder",
@@ -335,12 +368,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--task-weights", type=float, nargs=len(TASKS), default=None, metavar="W",
                         help=f"relative frequency of each training task, in the order {' '.join(TASKS)} (default {' '.join(map(str, TASK_WEIGHTS))})")
     parser.add_argument("--text-layers", type=int, default=None, help="text encoder layers (default 2)")
+    parser.add_argument("--mirror-pairs", type=float, default=None,
+                        help="share of each batch given to left/right position scenes paired with their mirror twins (default 0)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
     settings = QUICK_TRAINING if args.quick else DEFAULT_TRAINING
     overrides: Dict[str, Any] = {}
-    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers"):
+    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers", "mirror_pairs"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.unet_channels is not None:

@@ -16,6 +16,8 @@ from nlg.shapes.data import (
     TASKS,
     ShapeObject,
     check_task_weights,
+    mirror_scene,
+    relative_position,
     render,
     render_dataset,
     sample_scene,
@@ -151,6 +153,22 @@ def test_bad_task_weights_are_refused_by_name(bad):
         check_task_weights(bad)
     with pytest.raises((TypeError, ValueError), match="task_weights"):
         render_dataset(range(2), bad)
+
+
+def test_a_mirror_twin_is_the_flipped_render_with_the_relation_word_swapped():
+    seen = set()
+    for seed in SEEDS:
+        scene = scene_from_seed(seed)
+        twin = mirror_scene(scene)
+        assert np.array_equal(render(twin.objects), render(scene.objects)[:, ::-1])
+        assert mirror_scene(twin) == scene
+        if scene.task != "position":
+            assert twin.caption == scene.caption
+            continue
+        relation = " ".join(twin.caption.split()[5:-2])
+        seen.add((" ".join(scene.caption.split()[5:-2]), relation))
+        assert relative_position(twin.objects[0].box, twin.objects[1].box) == {relation}  # the new caption is true
+    assert seen == {("left of", "right of"), ("right of", "left of"), ("above", "above"), ("below", "below")}
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -139,16 +139,16 @@ def test_unet_levels_option_builds_and_records_that_architecture(tmp_path):
 
 
 @pytest.mark.slow
-def test_task_weights_and_text_layers_build_and_record_that_recipe(tmp_path):
+def test_task_weights_text_layers_and_mirror_pairs_build_and_record_that_recipe(tmp_path):
     weights = (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # position captions only
-    settings = dataclasses.replace(TINY, task_weights=weights, text_layers=3)
+    settings = dataclasses.replace(TINY, task_weights=weights, text_layers=3, mirror_pairs=0.5)
     seen = []
     real = shapes_train.render_dataset
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(shapes_train, "render_dataset", lambda seeds, w: seen.append(real(seeds, w)[2]) or real(seeds, w))
         meta = train(tmp_path / "pos", settings=settings, progress=False)
     assert {scene.task for scene in seen[0]} == {"position"}
-    assert meta["settings"]["task_weights"] == list(weights) and meta["settings"]["text_layers"] == 3
+    assert meta["settings"]["task_weights"] == list(weights) and meta["settings"]["text_layers"] == 3 and meta["settings"]["mirror_pairs"] == 0.5
     config = json.loads((tmp_path / "pos" / "text_encoder" / "config.json").read_text())
     assert config["num_hidden_layers"] == 3 == meta["configs"]["text_encoder"]["num_hidden_layers"]
     pipe = load_pipeline(tmp_path / "pos")
@@ -166,6 +166,43 @@ def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path)
         shapes_train.main(["--quick", "--task-weights", "1", "0", "0", "0", "0", "-1"])
 
 
+def test_mirror_pairs_need_position_captions():
+    with pytest.raises(ValueError, match="mirror_pairs"):
+        ShapesTraining(mirror_pairs=0.5, task_weights=(1.0, 1.0, 1.0, 1.0, 0.0, 1.0))
+
+
+def test_mirror_twins_share_their_timestep_and_noise_and_differ_only_in_the_word(monkeypatch):
+    from types import SimpleNamespace
+
+    settings = dataclasses.replace(TINY, batch_size=10, mirror_pairs=0.8, caption_dropout=0.5)
+    latents = torch.randn(6, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(6)[:, None].repeat(1, 5)
+    twins = (torch.tensor([1, 4]), -latents[[1, 4]], 100 + torch.tensor([1, 4])[:, None].repeat(1, 5))
+    seen = {}
+    real = shapes_train.training_batch
+
+    def spy(x, scheduler, **kw):
+        seen["x"], out = x, real(x, scheduler, **kw)
+        seen["noisy"], seen["t"] = out[0], out[1]
+        return out
+
+    monkeypatch.setattr(shapes_train, "training_batch", spy)
+    unet = lambda noisy, t, encoder_hidden_states: SimpleNamespace(sample=torch.zeros_like(noisy))  # noqa: E731
+    encoder = lambda tokens: (seen.setdefault("tokens", tokens).float()[..., None],)  # noqa: E731
+    loss_fn = shapes_train._diffusion_loss(unet, encoder, latents, ids, torch.full((5,), -1), settings, twins)
+    loss_fn(0, torch.Generator().manual_seed(3))
+    pairs, single = 4, 2  # round(0.8 * 10 / 2) pairs fill 8 of the 10 samples
+    x, t, noisy, tokens = seen["x"], seen["t"], seen["noisy"], seen["tokens"]
+    alpha = shapes_train.training_scheduler(settings.prediction_type).alphas_cumprod[t].view(-1, 1, 1, 1)
+    noise = (noisy - alpha.sqrt() * x) / (1 - alpha).sqrt()
+    for i in range(pairs):
+        a, b = single + i, single + pairs + i
+        assert t[a] == t[b] and torch.allclose(noise[a], noise[b], atol=1e-5)  # the same draw
+        assert torch.equal(x[b], -x[a]) and int(tokens[b, 0]) == 100 + int(tokens[a, 0])  # the twin and its caption
+        assert (tokens[a] >= 0).all() and (tokens[b] >= 0).all()  # twins are never dropped to the empty prompt
+    assert not torch.allclose(noise[0], noise[1])  # unpaired samples draw their own noise
+
+
 def test_default_unet_levels_are_the_shipped_architecture():
     shipped = json.loads((DEFAULT_FOLDER / "unet" / "config.json").read_text())
     levels = unet_levels(DEFAULT_TRAINING.unet_channels, DEFAULT_TRAINING.top_level_attention)
@@ -176,7 +213,8 @@ def test_default_unet_levels_are_the_shipped_architecture():
                                       ("caption_dropout", 1.0), ("min_snr_gamma", 0.0), ("seed", -1),
                                       ("prediction_type", "sample"), ("unet_channels", (64, 100)),
                                       ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1),
-                                      ("task_weights", (1.0, 0.0)), ("task_weights", (0.0,) * 6), ("text_layers", 0)])
+                                      ("task_weights", (1.0, 0.0)), ("task_weights", (0.0,) * 6), ("text_layers", 0),
+                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1)])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
