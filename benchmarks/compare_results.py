@@ -6,7 +6,8 @@
 A rerun rewrites ``benchmarks/results/<name>.csv``; this compares it with the committed version (``git show
 HEAD:<path>``) or with ``--against``, cell by cell.  Columns whose name contains ``second``, ``time`` or ``wall``
 are timings, which differ run to run, and are skipped; every other cell must be equal, numbers to a relative
-1e-9.  Exit status 1 if any file differs.
+1e-9.  Rows are matched on the ``key`` column where a table has one (a resumed run writes rows in another
+order), else by position.  Exit status 1 if any file differs.
 """
 
 from __future__ import annotations
@@ -41,14 +42,27 @@ def _same(a: str, b: str) -> bool:
 
 
 def compare_tables(old: List[Dict[str, str]], new: List[Dict[str, str]]) -> List[str]:
-    """Differences between two tables (rows as dicts), timing columns skipped; empty if they reproduce."""
+    """Differences between two tables (rows as dicts), timing columns skipped; empty if they reproduce.
+
+    Tables with a ``key`` column are matched row by row on it, so a resumed run that wrote its rows in another
+    order still reproduces; rows whose key is in only one table are differences.  Other tables are matched by position.
+    """
     columns = list(old[0]) if old else []
     if new and list(new[0]) != columns:
         return [f"columns differ: {columns} vs {list(new[0])}"]
     skipped = set(timing_columns(columns))
-    problems = [f"{len(old)} rows vs {len(new)}"] if len(old) != len(new) else []
-    for i, (a, b) in enumerate(zip(old, new)):
-        problems += [f"row {i} {c}: {a[c]!r} -> {b[c]!r}" for c in columns if c not in skipped and not _same(a[c], b[c])]
+    if "key" in columns:
+        before, after = {row["key"]: row for row in old}, {row["key"]: row for row in new}
+        problems = [f"key {k!r} is repeated" for table in (old, new) for k in sorted({r["key"] for r in table})
+                    if sum(r["key"] == k for r in table) > 1]
+        problems += [f"row {k!r} is missing" for k in before if k not in after]
+        problems += [f"row {k!r} is new" for k in after if k not in before]
+        pairs = [(f"row {k!r}", before[k], after[k]) for k in before if k in after]
+    else:
+        problems = [f"{len(old)} rows vs {len(new)}"] if len(old) != len(new) else []
+        pairs = [(f"row {i}", a, b) for i, (a, b) in enumerate(zip(old, new))]
+    for name, a, b in pairs:
+        problems += [f"{name} {c}: {a[c]!r} -> {b[c]!r}" for c in columns if c not in skipped and not _same(a[c], b[c])]
     return problems
 
 

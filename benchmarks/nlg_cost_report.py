@@ -207,7 +207,13 @@ def write_report(csv_path: Path, out_dir: Path) -> Path:
              "taken on a shared, overloaded 2-core machine; interleaved ratios are in `nlg_cost_timing_*.md`. "
              "Accuracy on n samples has binomial SE √(p(1−p)/n): ±0.0056 at p = 0.967, n = 1000. "
              "`w2`: the stop rule must hold 2 consecutive evaluations. Stop rules ending in `≥` keep the latent the "
-             "signal was measured at (the library's `stop_signal=\"radial\"`).", ""]
+             "signal was measured at (the library's `stop_signal=\"radial\"`).", "",
+             "Every row was last measured on 2026-12-06 (Python 3.11.7, torch 2.14.1, diffusers 0.42.1, numpy 2.4.6, "
+             "one thread). The requirements are lower bounds, so a newer environment can move a cell in its last digit: "
+             "the first run of 2026-11-22 differs from this one by about 1e-6 in ten rows, and by more only where "
+             "a stop rule sits on its threshold (`cosine≶0.9999 w2`: 15.596 → 15.601 evaluations). The flow model is "
+             "retrained into `outputs/nlg_cost/` on first use, so its sha256 is that environment's. "
+             "`python -m benchmarks.compare_results` checks a rerun against this CSV, row by row on `key`.", ""]
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model]
         shas = sorted({r["weights_sha256"] for r in mine})
