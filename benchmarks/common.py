@@ -21,10 +21,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from nlg.utils.io import atomic_write_text
-from nlg.utils.tables import markdown_table, write_csv
+from nlg.utils.tables import markdown_table, read_csv, write_csv
 
 __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
-           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
+           "markdown_table", "write_csv", "read_csv", "lora_study_parser", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
 
 #: Where the committed result tables live.
 RESULTS = Path(__file__).resolve().parent / "results"

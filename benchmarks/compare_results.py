@@ -13,12 +13,12 @@ order), else by position.  Exit status 1 if any file differs.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from nlg.utils.tables import csv_rows, read_csv
 
 __all__ = ["TIMING_MARKERS", "timing_columns", "compare_tables", "main"]
 
@@ -66,10 +66,6 @@ def compare_tables(old: List[Dict[str, str]], new: List[Dict[str, str]]) -> List
     return problems
 
 
-def _read(text: str) -> List[Dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", type=Path, nargs="+", help="rerun tables")
@@ -86,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if shown.returncode:
                 parser.error(f"{path} is not committed at HEAD: {shown.stderr.strip()}")
             reference = shown.stdout
-        old, new = _read(reference), _read(path.read_text())
+        old, new = csv_rows(reference), read_csv(path)
         problems = compare_tables(old, new)
         skipped = timing_columns(list(old[0]) if old else [])
         print(f"{path}: " + (f"reproduces ({len(new)} rows; timings skipped: {', '.join(skipped) or 'none'})" if not problems

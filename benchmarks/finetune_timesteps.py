@@ -30,8 +30,8 @@ from nlg.shapes.data import COLOURS
 from nlg.shapes.geneval import load_prompts, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, prompt_image_seed, score_batch
 from nlg.training.loop import command_line
-from nlg.utils.io import atomic_write_text
-from nlg.utils.tables import markdown_table, write_csv
+from nlg.utils.io import atomic_save_figure, atomic_write_text
+from nlg.utils.tables import markdown_table, read_csv, write_csv
 
 from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
 
@@ -187,20 +187,17 @@ def plot(groups: Dict[tuple, List[Dict[str, Any]]], path: Path) -> None:
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def redraw_plot(args: argparse.Namespace) -> Path:
     """Redraw ``<name>.png`` from ``<name>.csv`` (written by a finished run)."""
-    import csv
-
     name = study_name("finetune_timesteps", args)
     source = args.out_dir / f"{name}.csv"
     if not source.is_file():
         raise ValueError(f"no {source}: run the study without --figure-only first")
-    with open(source, newline="") as f:
-        plot(by_type_and_step(csv.DictReader(f)), args.out_dir / f"{name}.png")
+    plot(by_type_and_step(read_csv(source)), args.out_dir / f"{name}.png")
     return args.out_dir / f"{name}.png"
 
 

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from nlg.utils.io import atomic_write
+from nlg.utils.io import atomic_save_figure
+from nlg.utils.tables import read_csv
 
 from .common import markdown_table, write_markdown
 
@@ -28,8 +28,7 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
     """The rows of ``nlg_cost.csv`` (none if it does not exist yet)."""
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(path)
 SECTION_TITLES = {
     "cost": "Path length K·η = 20 held fixed while K shrinks",
     "clip": "Clipping scaled with η (per-step bound η·τ = 0.5)",
@@ -190,7 +189,7 @@ def _plot(rows: List[Dict[str, Any]], path: Path) -> None:
         ax.set_title(f"{model}: frontier near the best plain CFG (seed 0; zoomed)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

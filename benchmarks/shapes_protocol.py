@@ -62,7 +62,7 @@ from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts
 from nlg.shapes.sampling import SamplingConfig, generate, score_batch, shuffled_prompts, split_seed
 from nlg.shapes.train import safetensors_sha256
-from nlg.utils.io import atomic_write, atomic_write_json, atomic_write_text
+from nlg.utils.io import atomic_save_figure, atomic_write, atomic_write_json, atomic_write_text
 from nlg.utils.tables import markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -220,7 +220,7 @@ def _plot(settings: List[Setting], accuracy: Dict[str, Dict[str, Any]], path: Pa
     axes.flat[-1].legend(handles, labels, fontsize=7.5, loc="center")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
