@@ -30,9 +30,26 @@ __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def command(name: str, argv: Optional[Sequence[str]] = None) -> str:
-    """``python -m benchmarks.<name>`` followed by ``argv`` (default: this process's arguments)."""
-    return " ".join([f"python -m benchmarks.{name}", *(sys.argv[1:] if argv is None else argv)])
+def command(name: str, argv: Optional[Sequence[str]] = None, *, without: Sequence[str] = ()) -> str:
+    """``python -m benchmarks.<name>`` followed by ``argv`` (default: this process's arguments).
+
+    Args:
+        name (`str`): the benchmark module.
+        argv (`Sequence[str]`, *optional*): the arguments; defaults to ``sys.argv[1:]``.
+        without (`Sequence[str]`, defaults to ``()``): options that do not change the results (a cache folder, a
+            shard), left out together with their value, as ``--opt value`` or ``--opt=value``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    kept: List[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in without:
+            skip = True
+        elif not any(arg.startswith(option + "=") for option in without):
+            kept.append(arg)
+    return " ".join([f"python -m benchmarks.{name}", *kept])
 
 
 def seconds_of(fn: Callable[[], Any]) -> float:
