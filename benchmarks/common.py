@@ -24,7 +24,7 @@ from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, read_csv, write_csv
 
 __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
-           "markdown_table", "write_csv", "read_csv", "lora_study_parser", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
+           "markdown_table", "write_csv", "read_csv", "lora_study_parser", "base_pipeline", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
 
 #: Where the committed result tables live.
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -141,7 +141,16 @@ def lora_study_parser(description: str, quick_help: str, full: Mapping[str, Any]
     p.add_argument("--figure-only", action="store_true",
                    help="only redraw the pictures (no training): samples from the finished seed-0 LoRAs in --work-dir, "
                         "and curves from the CSV where the study plots them")
+    p.add_argument("--model", default="shapes",
+                   help="the base model: 'shapes' (the embedded model) or a diffusers pipeline folder (default shapes)")
     return p
+
+
+def base_pipeline(args: argparse.Namespace) -> Any:
+    """The base model of a LoRA study (``--model``): the embedded shapes pipeline or the pipeline folder named."""
+    from nlg.shapes import load_pipeline
+
+    return load_pipeline(None if args.model == "shapes" else args.model)
 
 
 def study_name(base: str, args: argparse.Namespace) -> str:
