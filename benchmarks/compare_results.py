@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -53,8 +54,8 @@ def compare_tables(old: List[Dict[str, str]], new: List[Dict[str, str]]) -> List
     skipped = set(timing_columns(columns))
     if "key" in columns:
         before, after = {row["key"]: row for row in old}, {row["key"]: row for row in new}
-        problems = [f"key {k!r} is repeated" for table in (old, new) for k in sorted({r["key"] for r in table})
-                    if sum(r["key"] == k for r in table) > 1]
+        problems = [f"key {k!r} is repeated" for table in (old, new)
+                    for k, n in sorted(Counter(r["key"] for r in table).items()) if n > 1]
         problems += [f"row {k!r} is missing" for k in before if k not in after]
         problems += [f"row {k!r} is new" for k in after if k not in before]
         pairs = [(f"row {k!r}", before[k], after[k]) for k in before if k in after]
