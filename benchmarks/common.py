@@ -21,18 +21,35 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from nlg.utils.io import atomic_write_text
-from nlg.utils.tables import markdown_table, write_csv
+from nlg.utils.tables import markdown_table, read_csv, write_csv
 
 __all__ = ["RESULTS", "command", "seconds_of", "interleaved", "paired_ratios", "cell", "write_results", "write_markdown",
-           "markdown_table", "write_csv", "lora_study_parser", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
+           "markdown_table", "write_csv", "read_csv", "lora_study_parser", "base_pipeline", "fill_defaults", "study_name", "sample_sheet", "finished_lora"]
 
 #: Where the committed result tables live.
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def command(name: str, argv: Optional[Sequence[str]] = None) -> str:
-    """``python -m benchmarks.<name>`` followed by ``argv`` (default: this process's arguments)."""
-    return " ".join([f"python -m benchmarks.{name}", *(sys.argv[1:] if argv is None else argv)])
+def command(name: str, argv: Optional[Sequence[str]] = None, *, without: Sequence[str] = ()) -> str:
+    """``python -m benchmarks.<name>`` followed by ``argv`` (default: this process's arguments).
+
+    Args:
+        name (`str`): the benchmark module.
+        argv (`Sequence[str]`, *optional*): the arguments; defaults to ``sys.argv[1:]``.
+        without (`Sequence[str]`, defaults to ``()``): options that do not change the results (a cache folder, a
+            shard), left out together with their value, as ``--opt value`` or ``--opt=value``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    kept: List[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in without:
+            skip = True
+        elif not any(arg.startswith(option + "=") for option in without):
+            kept.append(arg)
+    return " ".join([f"python -m benchmarks.{name}", *kept])
 
 
 def seconds_of(fn: Callable[[], Any]) -> float:
@@ -124,7 +141,16 @@ def lora_study_parser(description: str, quick_help: str, full: Mapping[str, Any]
     p.add_argument("--figure-only", action="store_true",
                    help="only redraw the pictures (no training): samples from the finished seed-0 LoRAs in --work-dir, "
                         "and curves from the CSV where the study plots them")
+    p.add_argument("--model", default="shapes",
+                   help="the base model: 'shapes' (the embedded model) or a diffusers pipeline folder (default shapes)")
     return p
+
+
+def base_pipeline(args: argparse.Namespace) -> Any:
+    """The base model of a LoRA study (``--model``): the embedded shapes pipeline or the pipeline folder named."""
+    from nlg.shapes import load_pipeline
+
+    return load_pipeline(None if args.model == "shapes" else args.model)
 
 
 def study_name(base: str, args: argparse.Namespace) -> str:

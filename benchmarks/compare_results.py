@@ -6,18 +6,20 @@
 A rerun rewrites ``benchmarks/results/<name>.csv``; this compares it with the committed version (``git show
 HEAD:<path>``) or with ``--against``, cell by cell.  Columns whose name contains ``second``, ``time`` or ``wall``
 are timings, which differ run to run, and are skipped; every other cell must be equal, numbers to a relative
-1e-9.  Exit status 1 if any file differs.
+1e-9.  Rows are matched on the ``key`` column where a table has one (a resumed run writes rows in another
+order), else by position.  Exit status 1 if any file differs.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from nlg.utils.tables import csv_rows, read_csv
 
 __all__ = ["TIMING_MARKERS", "timing_columns", "compare_tables", "main"]
 
@@ -41,19 +43,28 @@ def _same(a: str, b: str) -> bool:
 
 
 def compare_tables(old: List[Dict[str, str]], new: List[Dict[str, str]]) -> List[str]:
-    """Differences between two tables (rows as dicts), timing columns skipped; empty if they reproduce."""
+    """Differences between two tables (rows as dicts), timing columns skipped; empty if they reproduce.
+
+    Tables with a ``key`` column are matched row by row on it, so a resumed run that wrote its rows in another
+    order still reproduces; rows whose key is in only one table are differences.  Other tables are matched by position.
+    """
     columns = list(old[0]) if old else []
     if new and list(new[0]) != columns:
         return [f"columns differ: {columns} vs {list(new[0])}"]
     skipped = set(timing_columns(columns))
-    problems = [f"{len(old)} rows vs {len(new)}"] if len(old) != len(new) else []
-    for i, (a, b) in enumerate(zip(old, new)):
-        problems += [f"row {i} {c}: {a[c]!r} -> {b[c]!r}" for c in columns if c not in skipped and not _same(a[c], b[c])]
+    if "key" in columns:
+        before, after = {row["key"]: row for row in old}, {row["key"]: row for row in new}
+        problems = [f"key {k!r} is repeated" for table in (old, new)
+                    for k, n in sorted(Counter(r["key"] for r in table).items()) if n > 1]
+        problems += [f"row {k!r} is missing" for k in before if k not in after]
+        problems += [f"row {k!r} is new" for k in after if k not in before]
+        pairs = [(f"row {k!r}", before[k], after[k]) for k in before if k in after]
+    else:
+        problems = [f"{len(old)} rows vs {len(new)}"] if len(old) != len(new) else []
+        pairs = [(f"row {i}", a, b) for i, (a, b) in enumerate(zip(old, new))]
+    for name, a, b in pairs:
+        problems += [f"{name} {c}: {a[c]!r} -> {b[c]!r}" for c in columns if c not in skipped and not _same(a[c], b[c])]
     return problems
-
-
-def _read(text: str) -> List[Dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -72,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if shown.returncode:
                 parser.error(f"{path} is not committed at HEAD: {shown.stderr.strip()}")
             reference = shown.stdout
-        old, new = _read(reference), _read(path.read_text())
+        old, new = csv_rows(reference), read_csv(path)
         problems = compare_tables(old, new)
         skipped = timing_columns(list(old[0]) if old else [])
         print(f"{path}: " + (f"reproduces ({len(new)} rows; timings skipped: {', '.join(skipped) or 'none'})" if not problems

@@ -13,7 +13,6 @@ each row finishes; the plot shows accuracy vs per-class Fréchet distance, one c
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 from typing import List
@@ -24,7 +23,7 @@ from nlg.digits import DigitsEvaluator, DigitsPipeline
 from nlg.digits.experiment import DigitsConfig, run_config
 from nlg.digits.report import plot_frontier
 
-from .common import RESULTS, write_csv
+from .common import RESULTS, read_csv, write_csv
 
 SCALES = (0.0, 0.5, 1.0, 2.0, 3.0)
 REFINING_STEPS = (0, 5, 10, 20)
@@ -53,8 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     csv_path, png_path = args.out_dir / "digits_frontier.csv", args.out_dir / "digits_frontier.png"
     if args.plot_only:
-        with csv_path.open() as handle:
-            plot_frontier(list(csv.DictReader(handle)), png_path, reference_fd=DigitsEvaluator().real_reference().fd_per_class)
+        plot_frontier(read_csv(csv_path), png_path, reference_fd=DigitsEvaluator().real_reference().fd_per_class)
         print(f"wrote {png_path}")
         return
     torch.set_num_threads(args.threads)

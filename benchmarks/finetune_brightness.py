@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from nlg.finetune.studies import brightness_scenes, fmt_interval, train_lora, write_image_folder
-from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
+from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS
 from nlg.shapes.data import SHAPES
 from nlg.shapes.geneval import score_image
 from nlg.shapes.sampling import prompt_image_seed
@@ -45,7 +45,7 @@ from nlg.training.loop import command_line
 from nlg.utils.io import atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
-from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
+from .common import base_pipeline, fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "none": {},
@@ -148,16 +148,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse(argv)
     work = args.work_dir or Path("outputs") / study_name("finetune_brightness", args)
     if args.figure_only:
-        return figure(load_pipeline(), work, args)
+        return figure(base_pipeline(args), work, args)
     train, train_texts = brightness_scenes(args.images, seed=2_000_000)
     data = write_image_folder(work / "data", train, train_texts)
     texts = [f"a photo of a {shape} at {word}" for word in ("night", "noon") for shape in SHAPES for _ in range(args.samples)]
     seeds = [prompt_image_seed(EVAL_SEED, i // args.samples, i % args.samples) for i in range(len(texts))]
-    pipe = load_pipeline()
+    pipe = base_pipeline(args)
     rows: List[Dict[str, Any]] = []
     for variant in args.variants:
         for seed in range(args.seeds):
-            out = train_lora(model="shapes", data_dir=data, output_dir=work / f"{variant}-seed{seed}", steps=args.steps,
+            out = train_lora(model=args.model, data_dir=data, output_dir=work / f"{variant}-seed{seed}", steps=args.steps,
                              lr=args.lr, rank=args.rank, batch_size=args.batch_size, seed=seed,
                              checkpoint_every=max(1, args.steps // 4), **VARIANTS[variant])
             pipe.load_lora_weights(out)

@@ -25,15 +25,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from nlg.finetune.studies import (CONCEPT, concept_scenes, fmt_interval, mean_interval, shows_cross, train_lora,
                                   write_image_folder)
-from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
+from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS
 from nlg.shapes.data import COLOURS
 from nlg.shapes.geneval import load_prompts, task_accuracies
 from nlg.shapes.sampling import SamplingConfig, generate, prompt_image_seed, score_batch
 from nlg.training.loop import command_line
-from nlg.utils.io import atomic_write_text
-from nlg.utils.tables import markdown_table, write_csv
+from nlg.utils.io import atomic_save_figure, atomic_write_text
+from nlg.utils.tables import markdown_table, read_csv, write_csv
 
-from .common import fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
+from .common import base_pipeline, fill_defaults, finished_lora, lora_study_parser, sample_sheet, study_name
 
 TYPES = ("linear", "sigmoid", "shift", "weighted")
 EVAL_SEED = 7  # sampling seeds are the same for every LoRA: the intervals are over training seeds
@@ -52,7 +52,6 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--types", default=None, help=f"comma-separated timestep types (default {','.join(TYPES)})")
     p.add_argument("--every", type=int, default=None, help="evaluate every N steps (default 100)")
     p.add_argument("--geneval-prompts", type=int, default=None, help="old prompts per task (default all)")
-    p.add_argument("--model", default="shapes", help="the base model (default: the embedded shapes model)")
     args = fill_defaults(p.parse_args(argv), QUICK, FULL)
     args.types = args.types.split(",")
     if args.steps % args.every:
@@ -100,14 +99,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if args.figure_only:
         if not args.quick:
             redraw_plot(args)
-        return figure(load_pipeline(None if args.model == "shapes" else args.model), work, args)
+        return figure(base_pipeline(args), work, args)
     data = write_image_folder(work / "data", *concept_scenes(args.images, seed=0))
     prompts = load_prompts()
     if args.geneval_prompts is not None:
         prompts = [m for task in dict.fromkeys(m["tag"] for m in prompts)
                    for m in [q for q in prompts if q["tag"] == task][: args.geneval_prompts]]
     args.n_prompts = len(prompts)
-    pipe = load_pipeline(None if args.model == "shapes" else args.model)
+    pipe = base_pipeline(args)
     rows: List[Dict[str, Any]] = [dict(type="none (base model)", seed=0, step=0, concept=concept_share(pipe, args),
                                        geneval=geneval_overall(pipe, prompts, args))]
     for kind in args.types:
@@ -187,20 +186,17 @@ def plot(groups: Dict[tuple, List[Dict[str, Any]]], path: Path) -> None:
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def redraw_plot(args: argparse.Namespace) -> Path:
     """Redraw ``<name>.png`` from ``<name>.csv`` (written by a finished run)."""
-    import csv
-
     name = study_name("finetune_timesteps", args)
     source = args.out_dir / f"{name}.csv"
     if not source.is_file():
         raise ValueError(f"no {source}: run the study without --figure-only first")
-    with open(source, newline="") as f:
-        plot(by_type_and_step(csv.DictReader(f)), args.out_dir / f"{name}.png")
+    plot(by_type_and_step(read_csv(source)), args.out_dir / f"{name}.png")
     return args.out_dir / f"{name}.png"
 
 

@@ -138,8 +138,8 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
     """The study's rows, section by section in the order of ``names``.
 
     CPU was scarce for the published run: by default the secondary variations (clip, schedule) run at
-    CFG scale 0 only, on fewer K; the CFG-1 cost rows skip K = 10, 2 and the noise-scaled rows, and the
-    flow model runs K = 20, 4, 1 only.
+    CFG scale 0 only, on fewer K; the CFG-1 cost rows skip K = 2 and the noise-scaled rows, and the
+    flow model's cost rows run K = 20, 10, 4, 1 only.
     ``full`` runs every variation at both scales.
     """
     per_section: Dict[str, List[Spec]] = {}
@@ -147,9 +147,9 @@ def sections(model: str, names: Sequence[str], quick: bool, full: bool = False) 
     specs: List[Spec] = []
     for s in (0.0, 1.0):
         specs.append(("cost", s, Refiner()))
-        ks_here = ks if (s == 0.0 or full or quick) else (20, 5, 4, 1)
+        ks_here = ks if (s == 0.0 or full or quick) else (20, 10, 5, 4, 1)
         if model == "flow" and not (full or quick):
-            ks_here = (20, 4, 1)
+            ks_here = (20, 10, 4, 1)
         specs += [("cost", s, euler(k, PATH / k)) for k in ks_here]
         if (s == 0.0 and model == "digits") or full:
             specs += [("cost", s, euler(k, PATH / k, noise_level=0.001 * PATH / k)) for k in ks if k in (5, 2, 1)]

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from nlg.utils.io import atomic_write
+from nlg.utils.io import atomic_save_figure
+from nlg.utils.tables import read_csv
 
 from .common import markdown_table, write_markdown
 
@@ -28,8 +28,7 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
     """The rows of ``nlg_cost.csv`` (none if it does not exist yet)."""
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(path)
 SECTION_TITLES = {
     "cost": "Path length K·η = 20 held fixed while K shrinks",
     "clip": "Clipping scaled with η (per-step bound η·τ = 0.5)",
@@ -190,7 +189,7 @@ def _plot(rows: List[Dict[str, Any]], path: Path) -> None:
         ax.set_title(f"{model}: frontier near the best plain CFG (seed 0; zoomed)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -207,7 +206,13 @@ def write_report(csv_path: Path, out_dir: Path) -> Path:
              "taken on a shared, overloaded 2-core machine; interleaved ratios are in `nlg_cost_timing_*.md`. "
              "Accuracy on n samples has binomial SE √(p(1−p)/n): ±0.0056 at p = 0.967, n = 1000. "
              "`w2`: the stop rule must hold 2 consecutive evaluations. Stop rules ending in `≥` keep the latent the "
-             "signal was measured at (the library's `stop_signal=\"radial\"`).", ""]
+             "signal was measured at (the library's `stop_signal=\"radial\"`).", "",
+             "Every row was last measured on 2026-12-06 (Python 3.11.7, torch 2.14.1, diffusers 0.42.1, numpy 2.4.6, "
+             "one thread). The requirements are lower bounds, so a newer environment can move a cell in its last digit: "
+             "the first run of 2026-11-22 differs from this one by about 1e-6 in ten rows, and by more only where "
+             "a stop rule sits on its threshold (`cosine≶0.9999 w2`: 15.596 → 15.601 evaluations). The flow model is "
+             "retrained into `outputs/nlg_cost/` on first use, so its sha256 is that environment's. "
+             "`python -m benchmarks.compare_results` checks a rerun against this CSV, row by row on `key`.", ""]
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model]
         shas = sorted({r["weights_sha256"] for r in mine})

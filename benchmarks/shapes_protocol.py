@@ -43,7 +43,6 @@ rescores) and writes ``benchmarks/results/shapes_protocol_<split>[_<tag>].{md,cs
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import io
 import json
@@ -62,8 +61,10 @@ from nlg.shapes.data import TASKS
 from nlg.shapes.geneval import load_prompts
 from nlg.shapes.sampling import SamplingConfig, generate, score_batch, shuffled_prompts, split_seed
 from nlg.shapes.train import safetensors_sha256
-from nlg.utils.io import atomic_write, atomic_write_json, atomic_write_text
-from nlg.utils.tables import markdown_table
+from nlg.utils.io import atomic_save_figure, atomic_write, atomic_write_json, atomic_write_text
+from nlg.utils.tables import markdown_table, write_csv
+
+from .common import command as benchmark_command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCALES = (1.0, 3.0, 5.0, 8.0)
@@ -220,7 +221,7 @@ def _plot(settings: List[Setting], accuracy: Dict[str, Dict[str, Any]], path: Pa
     axes.flat[-1].legend(handles, labels, fontsize=7.5, loc="center")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -347,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     against = {c: compare(c, headline) for c in controls}
 
     # -- tables ----------------------------------------------------------------------------------
-    command = " ".join(["python -m benchmarks.shapes_protocol", *(sys.argv[1:] if argv is None else argv)])
+    command = benchmark_command("shapes_protocol", argv, without=("--cache", "--shard", "--out-dir"))
     n_prompts = len(prompts)
     head = [f"# Shapes protocol, {args.split} split{f' ({args.tag})' if args.tag else ''}", "",
             f"{n_prompts} prompts × {args.images_per_prompt} images ({args.split} seeds), model "
@@ -386,16 +387,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines += ["", f"Plot: `{stem.name}.png`; per-image verdicts: `{stem.name}.csv`."]
     atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["key", "group", "guidance_scale", "steps", "refining_steps", "step_size", "direction",
-                     "unet_evals_per_image", "prompt", "image", "tag", "correct", "reason"])
-    for s in settings:
-        c = s.config
-        for (p, i), result in zip(all_items, results[s.key]):
-            writer.writerow([s.key, s.group, c.guidance_scale, s.steps, c.refining_steps, c.step_size, c.direction,
-                             s.evals, p, i, prompts[p]["tag"], int(bool(result["correct"])), result["reason"]])
-    atomic_write_text(stem.with_suffix(".csv"), buffer.getvalue())
+    write_csv(stem.with_suffix(".csv"), (
+        dict(key=s.key, group=s.group, guidance_scale=s.config.guidance_scale, steps=s.steps,
+             refining_steps=s.config.refining_steps, step_size=s.config.step_size, direction=s.config.direction,
+             unet_evals_per_image=s.evals, prompt=p, image=i, tag=prompts[p]["tag"],
+             correct=int(bool(result["correct"])), reason=result["reason"])
+        for s in settings for (p, i), result in zip(all_items, results[s.key])))
     atomic_write_json(stem.with_suffix(".json"), {
         "split": args.split, "command": command, "best_cfg": best_cfg, "baseline": baseline,
         "prompts": n_prompts, "images_per_prompt": args.images_per_prompt, "weights_sha256": sha,

@@ -1,4 +1,4 @@
-"""Does the shapes model read the relation word of a position prompt?  Two probes (issue 19: position at chance).
+"""Does the shapes model read the relation word of a position prompt?  Three probes (issue 19: position at chance).
 
 1. **Layout.**  For each ordered pair of shapes (A, B) and each relation, ``--images`` images of ``a photo of a A
    {relation} a B`` from the same seeds (seed ``SEED + i`` for image i, whatever the relation), at the shipped
@@ -8,8 +8,10 @@
 2. **Text encoder.**  For each prompt the relative change ‖h' − h‖ / ‖h‖ of the text encoder's last hidden state at
    the relation word and at the end-of-text token (what the UNet's pooled embedding reads) when ``left of`` is
    replaced by each other relation, and, for scale, when A and B swap.
+3. **Image.**  How much the relation word changes a seed's image, against how much a new seed does
+   (:func:`image_change`), and a picture of the first seeds under each relation.
 
-    python -m benchmarks.shapes_relation_probe            # -> benchmarks/results/shapes_relation_probe.{md,csv}
+    python -m benchmarks.shapes_relation_probe            # -> benchmarks/results/shapes_relation_probe.{md,csv,png}
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, command, write_results
+from benchmarks.common import RESULTS, command, sample_sheet, write_results
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import RELATIONS, SHAPES
 from nlg.shapes.scorer import detect_objects
@@ -34,18 +36,41 @@ def centre(box: Sequence[float]) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], dtype=np.float64)
 
 
-def offsets(pipe: Any, a: str, b: str, relation: str, images: int) -> List[np.ndarray]:
-    """Centre of A minus centre of B in each image of ``a photo of a {a} {relation} a {b}`` with one A and one B."""
+def relation_images(pipe: Any, a: str, b: str, relation: str, images: int) -> np.ndarray:
+    """``images`` images of ``a photo of a {a} {relation} a {b}``, image i from seed ``SEED + i`` whatever the relation."""
     generators = [torch.Generator().manual_seed(SEED + i) for i in range(images)]
-    result = pipe([f"a photo of a {a} {relation} a {b}"] * images, generator=generators, output_type="np",
-                  guidance_scale=DEFAULT_GUIDANCE_SCALE, num_inference_steps=DEFAULT_INFERENCE_STEPS).images
+    return np.stack(pipe([f"a photo of a {a} {relation} a {b}"] * images, generator=generators, output_type="np",
+                         guidance_scale=DEFAULT_GUIDANCE_SCALE, num_inference_steps=DEFAULT_INFERENCE_STEPS).images)
+
+
+def layout_offsets(batch: np.ndarray, a: str, b: str) -> List[np.ndarray]:
+    """Centre of A minus centre of B in each image of ``batch`` (floats in [0, 1]) that shows one A and one B."""
     found = []
-    for image in result:
+    for image in batch:
         objects, _ = detect_objects((image * 255).round().astype(np.uint8))
         of_a, of_b = [o for o in objects if o.shape == a], [o for o in objects if o.shape == b]
         if len(of_a) == 1 and len(of_b) == 1:
             found.append(centre(of_a[0].box) - centre(of_b[0].box))
     return found
+
+
+def offsets(pipe: Any, a: str, b: str, relation: str, images: int) -> List[np.ndarray]:
+    """Centre of A minus centre of B in each image of ``a photo of a {a} {relation} a {b}`` with one A and one B."""
+    return layout_offsets(relation_images(pipe, a, b, relation, images), a, b)
+
+
+def image_change(by_relation: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """How much each relation word changes the image of a seed, against how much the seed changes it.
+
+    Mean absolute pixel difference between the images of the same seed under ``left of`` and under each other
+    relation, divided by that between consecutive seeds under ``left of``: 0 if the word changes nothing, about 1 or
+    more if it changes the image as much as a new seed does.  Needs at least 2 seeds.
+    """
+    base = by_relation["left of"]
+    if len(base) < 2:
+        raise ValueError("image_change needs at least 2 images per relation")
+    seed_change = float(np.abs(base[1:] - base[:-1]).mean())
+    return {r: float(np.abs(batch - base).mean()) / seed_change for r, batch in by_relation.items() if r != "left of"}
 
 
 def hidden(pipe: Any, prompt: str) -> Tuple[torch.Tensor, int]:
@@ -89,9 +114,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     pipe = load_pipeline(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
     pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b]
+    generated = {(a, b, r): relation_images(pipe, a, b, r, args.images) for a, b in pairs for r in RELATIONS}
     rows: List[Dict[str, Any]] = []
     for relation in RELATIONS:
-        rows.append(layout_row(relation, [d for a, b in pairs for d in offsets(pipe, a, b, relation, args.images)]))
+        rows.append(layout_row(relation, [d for a, b in pairs for d in layout_offsets(generated[a, b, relation], a, b)]))
+    if args.images >= 2:
+        changes_by_pair = [image_change({r: generated[a, b, r] for r in RELATIONS}) for a, b in pairs]
+        for relation in RELATIONS[1:]:
+            rows.append(dict(probe="image vs 'left of'", relation=relation,
+                             image_change=float(np.mean([c[relation] for c in changes_by_pair]))))
+    shown = min(args.images, 8)
+    sample_sheet({r: generated["circle", "square", r][:shown] for r in RELATIONS}, [f"seed {SEED + i}" for i in range(shown)],
+                 args.out_dir / "shapes_relation_probe.png")
     changes = [encoder_sensitivity(pipe, a, b) for a, b in pairs]
     for name in changes[0]:
         rows.append(dict(probe="text encoder vs 'left of'", relation=name,
@@ -103,8 +137,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
              "pixels (x right, y down). A model that read the word would put A left of B far more often for "
              "`left of` than for `right of`. Text encoder: mean over the pairs of ‖h′ − h‖/‖h‖ at the relation "
              "word and at the end-of-text token, against `left of`; swapping A and B is the scale of a change the "
-             "encoder does represent."]
-    columns = ["probe", "relation", "n", "mean_dx", "mean_dy", "share_A_left", "share_A_above", "change_at_word", "change_at_end"]
+             "encoder does represent. Image: mean absolute pixel change of a seed's image when `left of` is replaced, "
+             "over that between consecutive seeds (0: the word changes nothing; 1: as much as a new seed). "
+             f"Picture: `shapes_relation_probe.png`, `a photo of a circle REL a square`, one row per relation, "
+             f"the first {shown} seeds."]
+    columns = ["probe", "relation", "n", "mean_dx", "mean_dy", "share_A_left", "share_A_above", "change_at_word", "change_at_end",
+               "image_change"]
     return write_results("shapes_relation_probe", rows, notes, columns, out_dir=args.out_dir)
 
 

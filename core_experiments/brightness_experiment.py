@@ -33,7 +33,7 @@ from nlg.digits.pipeline import DigitsPipeline, default_sampler
 from nlg.digits.train import train_digits
 from nlg.training import OffsetSchedule, initial_latents, training_batch, zero_terminal_snr
 from nlg.training.brightness import brightness_report, mean_brightness, shift_brightness
-from nlg.utils.io import atomic_save_torch, atomic_write_text
+from nlg.utils.io import atomic_save_figure, atomic_save_torch, atomic_write_text
 from nlg.utils.tables import markdown_table, write_csv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "brightness"
@@ -128,7 +128,7 @@ def plot_histograms(path: Path, reference, rows: Dict[str, Dict[str, Any]]) -> N
         ax.set_xlabel("per-image mean brightness (pixels in [-1, 1])")
     fig.suptitle("Brightness of generated vs held-out digits (dashed: real 5th / 95th percentiles)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -153,7 +153,7 @@ def plot_grid(path: Path, rows: Dict[str, Dict[str, Any]], columns: int = 16) ->
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("Samples at brightness quantiles (darkest → brightest)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

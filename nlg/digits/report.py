@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
+from ..utils.io import atomic_save_figure
 from ..utils.tables import markdown_table
 from .data import NUM_CLASSES, to_intensity
 from .evaluator import DigitsEvaluator, DigitsMetrics
@@ -57,7 +58,7 @@ def _save(fig: Any, path: Union[str, Path]) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
+    atomic_save_figure(fig, path, dpi=150)
     _pyplot().close(fig)
     return path
 

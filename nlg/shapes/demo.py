@@ -23,6 +23,7 @@ import torch
 from . import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from .data import TASKS
 from .geneval import load_prompts, task_accuracies
+from ..utils.io import atomic_save_figure
 from ..utils.tables import markdown_table
 from .sampling import SamplingConfig, generate, prompt_image_seed, score_batch
 
@@ -60,7 +61,7 @@ def _save_grid(images: Dict[str, np.ndarray], prompts: Sequence[str], marks: Dic
                  fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_save_figure(fig, out, dpi=100)
     plt.close(fig)
     return out
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable
 
 from .types import PathLike
 
-__all__ = ["TMP_SUFFIX", "DISK_FULL", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_torch", "sha256_file"]
+__all__ = ["TMP_SUFFIX", "DISK_FULL", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_torch", "atomic_save_figure", "sha256_file"]
 
 #: Suffix of the temporary files :func:`atomic_write` writes (and that resumable jobs may delete).
 TMP_SUFFIX = ".tmp"
@@ -67,6 +67,20 @@ def atomic_save_torch(obj: Any, path: PathLike) -> None:
     import torch
 
     atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_save_figure(figure: Any, path: PathLike, **savefig_kwargs: Any) -> None:
+    """:func:`atomic_write` of a matplotlib ``figure.savefig``, in the format named by the suffix of ``path``.
+
+    Args:
+        figure (`matplotlib.figure.Figure`): the figure.
+        path (`str` or `Path`): the file, e.g. ``plot.png`` or ``plot.pdf``.
+        **savefig_kwargs: passed to ``savefig`` (``dpi``, ``bbox_inches``, ...).
+    """
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if not suffix:
+        raise ValueError(f"path must end in an image suffix such as .png, got {str(path)!r}")
+    atomic_write(path, lambda handle: figure.savefig(handle, format=suffix, **savefig_kwargs))
 
 
 def sha256_file(path: PathLike) -> str:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .io import atomic_write_text
 from .types import PathLike
 
-__all__ = ["markdown_table", "csv_text", "write_csv"]
+__all__ = ["markdown_table", "csv_text", "write_csv", "csv_rows", "read_csv"]
 
 _RULES = {"left": "---", "right": "---:", "center": ":---:"}
 
@@ -80,3 +81,13 @@ def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Opt
               extrasaction: str = "raise") -> None:
     """Write :func:`csv_text` of ``rows`` to ``path`` atomically (:func:`nlg.utils.io.atomic_write_text`)."""
     atomic_write_text(path, csv_text(rows, fieldnames, extrasaction=extrasaction))
+
+
+def csv_rows(text: str) -> List[Dict[str, str]]:
+    """The records of CSV ``text`` (the inverse of :func:`csv_text`): one dict of strings per row, keyed by the header."""
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def read_csv(path: PathLike) -> List[Dict[str, str]]:
+    """:func:`csv_rows` of the file ``path`` (UTF-8), as written by :func:`write_csv`."""
+    return csv_rows(Path(path).read_text(encoding="utf-8"))

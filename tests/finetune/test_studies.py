@@ -114,3 +114,15 @@ def _check_figure_only(script, tmp_path, name, lora):
     with pytest.raises(ValueError, match=lora):
         script.main(["--quick", "--figure-only", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")])
     assert picture.read_bytes() == first
+
+
+def test_both_studies_take_their_base_model_from_model(monkeypatch):
+    from benchmarks.common import base_pipeline
+
+    loaded = []
+    monkeypatch.setattr("nlg.shapes.load_pipeline", lambda folder=None: loaded.append(folder) or folder)
+    for name in ("finetune_brightness", "finetune_timesteps"):
+        parse = _script(name).parse
+        assert base_pipeline(parse(["--quick", "--model", "/models/shapes-v3"])) == "/models/shapes-v3"
+        assert base_pipeline(parse(["--quick"])) is None  # the embedded model
+    assert loaded == ["/models/shapes-v3", None] * 2

@@ -39,6 +39,20 @@ def test_images_without_exactly_one_of_each_shape_are_left_out():
     assert probe.offsets(pipe, "circle", "square", "above", images=2) == []
 
 
+def test_image_change_is_zero_for_a_word_that_changes_nothing_and_scales_with_the_seed_change():
+    rng = np.random.default_rng(0)
+    base = rng.random((4, 8, 8, 3))
+    seed_change = np.abs(base[1:] - base[:-1]).mean()
+    moved = np.clip(base + 0.1, 0, 1)
+    change = probe.image_change({"left of": base, "right of": base.copy(), "above": moved, "below": base[::-1]})
+    assert change["right of"] == 0.0
+    assert change["above"] == pytest.approx(np.abs(moved - base).mean() / seed_change)
+    # swapping the seeds' order changes each image by about as much as a new seed does
+    assert change["below"] == pytest.approx(np.abs(base[::-1] - base).mean() / seed_change)
+    with pytest.raises(ValueError, match="2 images"):
+        probe.image_change({"left of": base[:1], "right of": base[:1]})
+
+
 def test_bad_image_count_is_refused_by_name(capsys):
     with pytest.raises(SystemExit):
         probe.main(["--images", "0"])
@@ -52,5 +66,6 @@ def test_one_image_run_on_the_shipped_model(tmp_path):
     layout = [r for r in rows if r["probe"] == "layout"]
     assert [r["relation"] for r in layout] == ["left of", "right of", "above", "below"]
     assert all(0 <= int(r["n"]) <= 6 for r in layout)
-    encoder = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"] != "layout"}
+    encoder = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("text")}
+    assert (tmp_path / "shapes_relation_probe.png").is_file()
     assert set(encoder) == {"right of", "above", "below", "A and B swapped"} and all(v > 0 for v in encoder.values())

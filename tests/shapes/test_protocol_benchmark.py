@@ -4,9 +4,7 @@ resumed runs make the same images as one run, and the test split needs the dev s
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("shapes_protocol", ROOT / "benchmarks" / "shapes_protocol.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    import benchmarks.shapes_protocol
+
+    return benchmarks.shapes_protocol
 
 
 @pytest.fixture(scope="module")
