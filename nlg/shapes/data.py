@@ -258,7 +258,8 @@ def _place(
     raise RuntimeError(f"could not place {specs} in {max_tries} tries")  # pragma: no cover - never seen
 
 
-def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_weights: Sequence[float] = TASK_WEIGHTS) -> Scene:
+def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_weights: Sequence[float] = TASK_WEIGHTS,
+                 coloured_position: float = 0.0) -> Scene:
     """Draw a caption from GenEval's templates, then a scene of which it is true.
 
     Templates (shapes in place of COCO classes):
@@ -276,7 +277,13 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_we
         task (`str`, *optional*): one of :data:`TASKS`; drawn with ``task_weights`` if omitted.
         task_weights (`Sequence[float]`, defaults to :data:`TASK_WEIGHTS`): relative frequency of each task of
             :data:`TASKS` when ``task`` is omitted (:func:`check_task_weights`).
+        coloured_position (`float`, defaults to 0.0): probability that a ``position`` scene names its two (distinct)
+            colours, ``a photo of a {c1} {s1} {relation} a {c2} {s2}``: a training-only template, not GenEval's, in
+            which the relation word decides where each colour goes (0: never; no extra draw is made).
     """
+    if not (isinstance(coloured_position, (int, float)) and not isinstance(coloured_position, bool)
+            and 0 <= coloured_position <= 1):
+        raise ValueError(f"coloured_position must be a probability in [0, 1], got {coloured_position!r}")
     if task is None:
         weights = torch.tensor(check_task_weights(task_weights), dtype=torch.float64)
         task = TASKS[int(torch.multinomial(weights, 1, generator=generator))]
@@ -309,8 +316,14 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_we
     elif task == "position":
         s1, s2 = two_shapes()
         relation = str(_choice(generator, RELATIONS))
-        objects = _place(generator, [(s1, colour()), (s2, colour())], relation=relation)
-        caption = f"a photo of a {s1} {relation} a {s2}"
+        if coloured_position > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < coloured_position:
+            c1 = colour()
+            c2 = str(_choice(generator, [c for c in COLOURS if c != c1]))
+            objects = _place(generator, [(s1, c1), (s2, c2)], relation=relation)
+            caption = f"a photo of a {c1} {s1} {relation} a {c2} {s2}"
+        else:
+            objects = _place(generator, [(s1, colour()), (s2, colour())], relation=relation)
+            caption = f"a photo of a {s1} {relation} a {s2}"
     else:  # color_attr
         s1, s2 = two_shapes()
         c1 = colour()
@@ -320,11 +333,12 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_we
     return Scene(objects=objects, caption=caption, task=task)
 
 
-def scene_from_seed(seed: int, task: Optional[str] = None, task_weights: Sequence[float] = TASK_WEIGHTS) -> Scene:
+def scene_from_seed(seed: int, task: Optional[str] = None, task_weights: Sequence[float] = TASK_WEIGHTS,
+                    coloured_position: float = 0.0) -> Scene:
     """The scene of ``seed``: ``sample_scene`` with ``torch.Generator().manual_seed(seed)``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return sample_scene(torch.Generator().manual_seed(seed), task, task_weights)
+    return sample_scene(torch.Generator().manual_seed(seed), task, task_weights, coloured_position)
 
 
 _MIRRORED_WORDS = {"left of": "right of", "right of": "left of"}
@@ -351,15 +365,17 @@ def mirror_scene(scene: Scene, image_size: int = IMAGE_SIZE) -> Scene:
     return Scene(objects=objects, caption=caption, task=scene.task)
 
 
-def render_dataset(seeds: Sequence[int], task_weights: Sequence[float] = TASK_WEIGHTS) -> Tuple[torch.Tensor, List[str], List[Scene]]:
-    """Render the scenes of ``seeds`` (:func:`scene_from_seed`, tasks drawn with ``task_weights``).
+def render_dataset(seeds: Sequence[int], task_weights: Sequence[float] = TASK_WEIGHTS,
+                   coloured_position: float = 0.0) -> Tuple[torch.Tensor, List[str], List[Scene]]:
+    """Render the scenes of ``seeds`` (:func:`scene_from_seed`, tasks drawn with ``task_weights``, position captions
+    naming their colours with probability ``coloured_position``).
 
     Returns:
         ``(images, captions, scenes)``: images as float32 ``(N, 3, 32, 32)`` in [-1, 1], the captions and
         the scenes themselves.
     """
     task_weights = check_task_weights(task_weights)
-    scenes = [scene_from_seed(int(s), None, task_weights) for s in seeds]
+    scenes = [scene_from_seed(int(s), None, task_weights, coloured_position) for s in seeds]
     pixels = np.stack([render(scene.objects) for scene in scenes])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return images, [scene.caption for scene in scenes], scenes

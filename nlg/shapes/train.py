@@ -112,6 +112,9 @@ class ShapesTraining:
         task_weights (`Tuple[float, ...]`, defaults to :data:`~nlg.shapes.data.TASK_WEIGHTS`): relative frequency
             of each GenEval task among the training captions, in :data:`~nlg.shapes.data.TASKS` order.
         text_layers (`int`, defaults to 2): the text encoder's transformer layers.
+        coloured_position (`float`, defaults to 0.0): share of the position captions that also name the two objects'
+            colours (a training-only template, :func:`~nlg.shapes.data.sample_scene`): there the relation word
+            decides where each colour goes, a far larger change of the image than which blob is the circle.
         mirror_pairs (`float`, defaults to 0.0): share of each diffusion batch given to counterfactual pairs: a
             ``left of``/``right of`` scene and its mirror image with the other word
             (:func:`~nlg.shapes.data.mirror_scene`), noised with the same ε and timestep, so only the relation word
@@ -137,6 +140,7 @@ class ShapesTraining:
     top_level_attention: bool = False
     task_weights: Tuple[float, ...] = TASK_WEIGHTS
     text_layers: int = TEXT_CONFIG["num_hidden_layers"]
+    coloured_position: float = 0.0
     mirror_pairs: float = 0.0
     seed: int = 0
 
@@ -151,12 +155,14 @@ class ShapesTraining:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.whiten_latents, bool):
             raise TypeError(f"whiten_latents must be a bool, got {type(self.whiten_latents).__name__}")
-        for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout", "mirror_pairs"):
+        for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout", "mirror_pairs", "coloured_position"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not (self.vae_lr > 0 and self.lr > 0):
             raise ValueError("vae_lr and lr must be > 0")
+        if not self.coloured_position <= 1:
+            raise ValueError(f"coloured_position must be in [0, 1], got {self.coloured_position}")
         if not self.mirror_pairs <= 1:
             raise ValueError(f"mirror_pairs must be in [0, 1], got {self.mirror_pairs}")
         if not self.caption_dropout < 1:
@@ -277,7 +283,7 @@ def train(
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
 
-    images, captions, scenes = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes), s.task_weights)
+    images, captions, scenes = render_dataset(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + s.scenes), s.task_weights, s.coloured_position)
     tokenizer = build_tokenizer()
     vae = build_vae(seed=s.seed)
     vae_result = train_loop(
@@ -368,6 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--task-weights", type=float, nargs=len(TASKS), default=None, metavar="W",
                         help=f"relative frequency of each training task, in the order {' '.join(TASKS)} (default {' '.join(map(str, TASK_WEIGHTS))})")
     parser.add_argument("--text-layers", type=int, default=None, help="text encoder layers (default 2)")
+    parser.add_argument("--coloured-position", type=float, default=None,
+                        help="share of position captions that also name the colours, a training-only template (default 0)")
     parser.add_argument("--mirror-pairs", type=float, default=None,
                         help="share of each batch given to left/right position scenes paired with their mirror twins (default 0)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
@@ -375,7 +383,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     settings = QUICK_TRAINING if args.quick else DEFAULT_TRAINING
     overrides: Dict[str, Any] = {}
-    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers", "mirror_pairs"):
+    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers", "mirror_pairs", "coloured_position"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.unet_channels is not None:
