@@ -171,6 +171,23 @@ def test_a_mirror_twin_is_the_flipped_render_with_the_relation_word_swapped():
     assert seen == {("left of", "right of"), ("right of", "left of"), ("above", "above"), ("below", "below")}
 
 
+def test_coloured_position_captions_name_the_colours_of_their_objects():
+    scenes = [scene_from_seed(s, "position", coloured_position=0.5) for s in range(400)]
+    coloured = [scene for scene in scenes if scene.caption.split()[4] in COLOURS]
+    assert 0.5 - 4.5 * (0.25 / 400) ** 0.5 <= len(coloured) / 400 <= 0.5 + 4.5 * (0.25 / 400) ** 0.5  # binomial
+    for scene in coloured:
+        words = scene.caption.split()
+        first, second = scene.objects
+        assert words[4:6] == [first.colour, first.shape] and words[-2:] == [second.colour, second.shape]
+        assert first.colour != second.colour
+        assert relative_position(first.box, second.box) == {" ".join(words[6:-3])}
+    # at 0 no extra draw is made: the GenEval captions and scenes of the default recipe
+    assert [scene_from_seed(s, coloured_position=0.0) for s in range(50)] == [scene_from_seed(s) for s in range(50)]
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="coloured_position"):
+            scene_from_seed(1, coloured_position=bad)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="seed"):
         scene_from_seed(-1)

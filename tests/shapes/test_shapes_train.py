@@ -141,14 +141,16 @@ def test_unet_levels_option_builds_and_records_that_architecture(tmp_path):
 @pytest.mark.slow
 def test_task_weights_text_layers_and_mirror_pairs_build_and_record_that_recipe(tmp_path):
     weights = (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # position captions only
-    settings = dataclasses.replace(TINY, task_weights=weights, text_layers=3, mirror_pairs=0.5)
+    settings = dataclasses.replace(TINY, task_weights=weights, text_layers=3, mirror_pairs=0.5, coloured_position=1.0)
     seen = []
     real = shapes_train.render_dataset
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(shapes_train, "render_dataset", lambda seeds, w: seen.append(real(seeds, w)[2]) or real(seeds, w))
+        mp.setattr(shapes_train, "render_dataset", lambda seeds, w, c: seen.append(real(seeds, w, c)[2]) or real(seeds, w, c))
         meta = train(tmp_path / "pos", settings=settings, progress=False)
     assert {scene.task for scene in seen[0]} == {"position"}
+    assert all(scene.objects[0].colour in scene.caption.split() for scene in seen[0])  # every caption names its colours
     assert meta["settings"]["task_weights"] == list(weights) and meta["settings"]["text_layers"] == 3 and meta["settings"]["mirror_pairs"] == 0.5
+    assert meta["settings"]["coloured_position"] == 1.0
     config = json.loads((tmp_path / "pos" / "text_encoder" / "config.json").read_text())
     assert config["num_hidden_layers"] == 3 == meta["configs"]["text_encoder"]["num_hidden_layers"]
     pipe = load_pipeline(tmp_path / "pos")
@@ -214,7 +216,7 @@ def test_default_unet_levels_are_the_shipped_architecture():
                                       ("prediction_type", "sample"), ("unet_channels", (64, 100)),
                                       ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1),
                                       ("task_weights", (1.0, 0.0)), ("task_weights", (0.0,) * 6), ("text_layers", 0),
-                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1)])
+                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1), ("coloured_position", 2.0)])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
