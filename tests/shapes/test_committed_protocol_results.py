@@ -19,7 +19,7 @@ from nlg.shapes.data import TASKS
 from nlg.shapes.train import safetensors_sha256
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-FILES = sorted(RESULTS.glob("shapes_protocol_*.json"))
+FILES = sorted(RESULTS.glob("shapes_protocol_*.json")) + sorted(RESULTS.glob("shapes_position/*/shapes_protocol_*.json"))
 
 
 def _verdicts(stem: Path):
