@@ -174,12 +174,8 @@ class ShapesTraining:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
         unet_levels(self.unet_channels, self.top_level_attention)
         object.__setattr__(self, "task_weights", check_task_weights(self.task_weights))
-        if self.mirror_pairs > 0 and not self.task_weights_position() > 0:
+        if self.mirror_pairs > 0 and not self.task_weights[TASKS.index("position")] > 0:
             raise ValueError("mirror_pairs needs position captions: give task_weights a positive position weight")
-
-    def task_weights_position(self) -> float:
-        """The weight of the ``position`` task in ``task_weights``."""
-        return float(self.task_weights[TASKS.index("position")])
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume."""
