@@ -54,11 +54,6 @@ def layout_offsets(batch: np.ndarray, a: str, b: str) -> List[np.ndarray]:
     return found
 
 
-def offsets(pipe: Any, a: str, b: str, relation: str, images: int) -> List[np.ndarray]:
-    """Centre of A minus centre of B in each image of ``a photo of a {a} {relation} a {b}`` with one A and one B."""
-    return layout_offsets(relation_images(pipe, a, b, relation, images), a, b)
-
-
 def image_change(by_relation: Dict[str, np.ndarray]) -> Dict[str, float]:
     """How much each relation word changes the image of a seed, against how much the seed changes it.
 

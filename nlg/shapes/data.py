@@ -18,13 +18,14 @@ the upright isosceles triangle with its base on the bottom edge and its apex at 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
+
+from ..utils.checks import check_number
 
 __all__ = [
     "IMAGE_SIZE",
@@ -80,11 +81,10 @@ def check_task_weights(task_weights: Any) -> Tuple[float, ...]:
     Raises a ValueError (or TypeError) naming ``task_weights`` otherwise."""
     if not isinstance(task_weights, (tuple, list)) or len(task_weights) != len(TASKS):
         raise TypeError(f"task_weights must be a sequence of {len(TASKS)} numbers (one per task of {TASKS}), got {task_weights!r}")
-    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in task_weights):
-        raise ValueError(f"task_weights must be finite numbers >= 0, got {task_weights!r}")
-    if not sum(task_weights) > 0:
+    weights = tuple(check_number(w, f"task_weights[{i}]") for i, w in enumerate(task_weights))
+    if not sum(weights) > 0:
         raise ValueError(f"task_weights must not all be 0, got {task_weights!r}")
-    return tuple(float(w) for w in task_weights)
+    return weights
 
 
 #: Object side in pixels (inclusive range) by the number of objects in the scene, large enough to draw crisply.
@@ -281,9 +281,7 @@ def sample_scene(generator: torch.Generator, task: Optional[str] = None, task_we
             colours, ``a photo of a {c1} {s1} {relation} a {c2} {s2}``: a training-only template, not GenEval's, in
             which the relation word decides where each colour goes (0: never; no extra draw is made).
     """
-    if not (isinstance(coloured_position, (int, float)) and not isinstance(coloured_position, bool)
-            and 0 <= coloured_position <= 1):
-        raise ValueError(f"coloured_position must be a probability in [0, 1], got {coloured_position!r}")
+    check_number(coloured_position, "coloured_position", maximum=1.0)
     if task is None:
         weights = torch.tensor(check_task_weights(task_weights), dtype=torch.float64)
         task = TASKS[int(torch.multinomial(weights, 1, generator=generator))]

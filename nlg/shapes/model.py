@@ -27,6 +27,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..core.schedule import STABLE_DIFFUSION_SCHEDULE
+from ..utils.checks import check_int
 from .data import IMAGE_SIZE
 from .tokenizer import MODEL_MAX_LENGTH, build_vocab
 
@@ -121,8 +122,7 @@ def text_config(layers: int = TEXT_CONFIG["num_hidden_layers"]) -> CLIPTextConfi
     Args:
         layers (`int`, defaults to 2): transformer layers (``num_hidden_layers``).
     """
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"layers must be an int >= 1, got {layers!r}")
+    check_int(layers, "layers", minimum=1)
     vocab, _ = build_vocab()
     return CLIPTextConfig(
         vocab_size=len(vocab),

@@ -54,6 +54,7 @@ from torch import Tensor
 
 from ..training import training_batch, weighted_mse
 from ..training.loop import LoopConfig, train_loop, training_record
+from ..utils.checks import check_number
 from ..utils.deprecation import deprecated_function
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
@@ -155,16 +156,14 @@ class ShapesTraining:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.whiten_latents, bool):
             raise TypeError(f"whiten_latents must be a bool, got {type(self.whiten_latents).__name__}")
-        for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout", "mirror_pairs", "coloured_position"):
+        for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not (self.vae_lr > 0 and self.lr > 0):
             raise ValueError("vae_lr and lr must be > 0")
-        if not self.coloured_position <= 1:
-            raise ValueError(f"coloured_position must be in [0, 1], got {self.coloured_position}")
-        if not self.mirror_pairs <= 1:
-            raise ValueError(f"mirror_pairs must be in [0, 1], got {self.mirror_pairs}")
+        check_number(self.coloured_position, "coloured_position", maximum=1.0)
+        check_number(self.mirror_pairs, "mirror_pairs", maximum=1.0)
         if not self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -301,12 +300,12 @@ def train(
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids[0]
     twins = None
     if s.mirror_pairs > 0:
-        horizontal = [i for i, scene in enumerate(scenes) if scene.task == "position" and
-                      any(f" {word} " in scene.caption for word in ("left of", "right of"))]
-        if not horizontal:
+        mirrored = {i: mirror_scene(scene).caption for i, scene in enumerate(scenes) if scene.task == "position"}
+        mirrored = {i: caption for i, caption in mirrored.items() if caption != captions[i]}  # left of / right of
+        if not mirrored:
             raise ValueError(f"mirror_pairs: none of the {s.scenes} training scenes is a left/right position scene")
-        mirrored = [mirror_scene(scenes[i]).caption for i in horizontal]
-        twin_ids = tokenizer(mirrored, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        horizontal = list(mirrored)
+        twin_ids = tokenizer(list(mirrored.values()), padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
         twins = (torch.tensor(horizontal), _posterior_means(vae, images[horizontal].flip(-1)) * scaling_factor, twin_ids)
     text_encoder, unet = build_text_encoder(seed=s.seed + 1, layers=s.text_layers), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
     result = train_loop(

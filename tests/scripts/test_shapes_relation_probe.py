@@ -27,7 +27,7 @@ class RenderingPipeline:
 def test_offsets_are_centre_differences_of_the_detected_objects():
     circle, square = ShapeObject("circle", "red", 2, 3, 12), ShapeObject("square", "blue", 18, 16, 10)
     pipe = RenderingPipeline([circle, square])
-    found = probe.offsets(pipe, "circle", "square", "left of", images=3)
+    found = probe.layout_offsets(probe.relation_images(pipe, "circle", "square", "left of", images=3), "circle", "square")
     # centres from the render geometry: (x + size/2, y + size/2)
     expected = np.array([2 + 6 - (18 + 5), 3 + 6 - (16 + 5)], dtype=float)
     assert len(found) == 3 and all(np.allclose(d, expected) for d in found)
@@ -36,7 +36,7 @@ def test_offsets_are_centre_differences_of_the_detected_objects():
 
 def test_images_without_exactly_one_of_each_shape_are_left_out():
     pipe = RenderingPipeline([ShapeObject("circle", "red", 2, 3, 12), ShapeObject("circle", "blue", 18, 16, 10)])
-    assert probe.offsets(pipe, "circle", "square", "above", images=2) == []
+    assert probe.layout_offsets(probe.relation_images(pipe, "circle", "square", "above", images=2), "circle", "square") == []
 
 
 def test_image_change_is_zero_for_a_word_that_changes_nothing_and_scales_with_the_seed_change():

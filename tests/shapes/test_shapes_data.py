@@ -183,8 +183,8 @@ def test_coloured_position_captions_name_the_colours_of_their_objects():
         assert relative_position(first.box, second.box) == {" ".join(words[6:-3])}
     # at 0 no extra draw is made: the GenEval captions and scenes of the default recipe
     assert [scene_from_seed(s, coloured_position=0.0) for s in range(50)] == [scene_from_seed(s) for s in range(50)]
-    for bad in (-0.1, 1.5, True, "half"):
-        with pytest.raises(ValueError, match="coloured_position"):
+    for bad, error in ((-0.1, ValueError), (1.5, ValueError), (True, TypeError), ("half", TypeError)):
+        with pytest.raises(error, match="coloured_position"):
             scene_from_seed(1, coloured_position=bad)
 
 
