@@ -158,12 +158,32 @@ def test_task_weights_text_layers_and_mirror_pairs_build_and_record_that_recipe(
     assert sum(isinstance(m, torch.nn.MultiheadAttention) or type(m).__name__.endswith("EncoderLayer") for m in pipe.text_encoder.modules()) == 3
 
 
+@pytest.mark.slow
+def test_a_frozen_text_encoder_keeps_its_seeded_initialisation_and_the_unet_still_learns(tmp_path):
+    from nlg.shapes.model import build_text_encoder
+
+    settings = dataclasses.replace(TINY, train_text_encoder=False, ema_decay=None)
+    meta = train(tmp_path / "frozen", settings=settings, progress=False)
+    train(tmp_path / "joint", settings=dataclasses.replace(TINY, ema_decay=None), progress=False)
+    trained = load_pipeline(tmp_path / "joint")
+    frozen = load_pipeline(tmp_path / "frozen")
+    initial = build_text_encoder(seed=settings.seed + 1).state_dict()
+    assert meta["settings"]["train_text_encoder"] is False
+    assert all(torch.equal(frozen.text_encoder.state_dict()[k], v) for k, v in initial.items())
+    assert not all(torch.equal(trained.text_encoder.state_dict()[k], v) for k, v in initial.items())  # the default trains it
+    fresh = shapes_train.build_unet(seed=settings.seed + 2, **unet_levels(settings.unet_channels, settings.top_level_attention)).state_dict()
+    assert not all(torch.equal(frozen.unet.state_dict()[k], v) for k, v in fresh.items())  # the UNet did train
+
+
 def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(shapes_train, "train", lambda out, **kw: calls.append(kw["settings"]))
     shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--task-weights", "1", "0", "0", "0", "3", "0",
                        "--text-layers", "4"])
     assert calls[0].task_weights == (1.0, 0.0, 0.0, 0.0, 3.0, 0.0) and calls[0].text_layers == 4
+    assert calls[0].train_text_encoder is True
+    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--frozen-text-encoder"])
+    assert calls[1].train_text_encoder is False and calls[1].steps == shapes_train.QUICK_TRAINING.steps
     with pytest.raises(SystemExit):
         shapes_train.main(["--quick", "--task-weights", "1", "0", "0", "0", "0", "-1"])
 
@@ -216,7 +236,7 @@ def test_default_unet_levels_are_the_shipped_architecture():
                                       ("prediction_type", "sample"), ("unet_channels", (64, 100)),
                                       ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1),
                                       ("task_weights", (1.0, 0.0)), ("task_weights", (0.0,) * 6), ("text_layers", 0),
-                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1), ("coloured_position", 2.0)])
+                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1), ("coloured_position", 2.0), ("train_text_encoder", 0)])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
