@@ -67,5 +67,20 @@ def test_one_image_run_on_the_shipped_model(tmp_path):
     assert [r["relation"] for r in layout] == ["left of", "right of", "above", "below"]
     assert all(0 <= int(r["n"]) <= 6 for r in layout)
     encoder = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("text")}
+    initial = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("initial")}
     assert (tmp_path / "shapes_relation_probe.png").is_file()
     assert set(encoder) == {"right of", "above", "below", "A and B swapped"} and all(v > 0 for v in encoder.values())
+    assert set(initial) == set(encoder) and all(v > 0 for v in initial.values()) and initial != encoder
+
+
+def test_joint_training_taught_the_shipped_encoder_a_from_b_and_unlearnt_left_from_right():
+    from nlg.shapes import load_pipeline
+    from nlg.shapes.model import build_text_encoder
+
+    pipe = load_pipeline()
+    fresh = SimpleNamespace(tokenizer=pipe.tokenizer, text_encoder=build_text_encoder(seed=probe.ENCODER_SEED))
+    trained = probe.encoder_sensitivity(pipe, "circle", "square")
+    initial = probe.encoder_sensitivity(fresh, "circle", "square")
+    # the shipped encoder tells A from B apart far more than an untrained one, and left from right far less
+    assert trained["A and B swapped"]["end"] > 2 * initial["A and B swapped"]["end"]
+    assert trained["right of"]["end"] < initial["right of"]["end"] / 2
