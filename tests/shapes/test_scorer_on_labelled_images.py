@@ -11,6 +11,8 @@ human labels fails here; ``agreement.md`` beside the labels lists every disagree
 
 from pathlib import Path
 
+import pytest
+
 from nlg.shapes.data import TASKS
 from nlg.shapes.labels import read_labels, score_labels
 
@@ -32,19 +34,30 @@ def test_scorer_agrees_with_the_human_labels_per_task_and_overall():
         assert table[group]["accuracy"] >= floor, (group, table[group])
 
 
-#: ``benchmarks/results/shapes_labels_v22``: 12 images per task from the shipped v2.2 model, in blocks of 4 at CFG 1,
-#: CFG 2 and CFG 1 + ``for_budget(4)``, labelled by eye before the scorer was run.  Measured: agreement 0.889 (κ 0.665);
-#: the scorer calls 59 correct where the labeller called 55 (circles that are octagons or ovals, objects cut by the
-#: frame), so on v2.2 it is about 5 points lenient; the floor and the leniency bound sit at those values.
-LABELS_V22 = LABELS.parents[1] / "shapes_labels_v22" / "labels.jsonl"
+#: Two smaller sets, 12 images per task each, in blocks of 4 at CFG 1, CFG 2 and CFG 1 + ``for_budget(4)``, labelled by
+#: eye before the scorer was run:
+#:
+#: * ``shapes_labels_v22``, the shipped v2.2 model: agreement 0.889 (κ 0.665); the scorer calls 59 correct where the
+#:   labeller called 55 (circles that are octagons or ovals, objects cut by the frame), so on v2.2 it is about 5
+#:   points lenient;
+#: * ``shapes_position/more_position_data/labels``, the position experiment's model (44% position captions), the one
+#:   whose position score is not at chance: agreement 0.875 (κ 0.727), position 9 of 12; 47 correct against 46.
+#:
+#: The floors and the leniency bounds sit at those values.
+LABELLED_SETS = {
+    "v2.2": (LABELS.parents[1] / "shapes_labels_v22" / "labels.jsonl", 0.88, 4),
+    "more position data": (LABELS.parents[1] / "shapes_position" / "more_position_data" / "labels" / "labels.jsonl", 0.87, 1),
+}
 
 
-def test_scorer_agrees_with_the_labels_of_shipped_model_images():
-    rows = read_labels(LABELS_V22)
-    assert len(rows) == len(LABELS_V22.read_text().splitlines()) == 72
-    assert all((LABELS_V22.parent / row["image"]).is_file() for row in rows)
-    overall = score_labels(LABELS_V22)["agreement"]["overall"]
-    assert overall["accuracy"] >= 0.88, overall
+@pytest.mark.parametrize("name", list(LABELLED_SETS))
+def test_scorer_agrees_with_the_labels_of_later_models(name):
+    labels, floor, leniency = LABELLED_SETS[name]
+    rows = read_labels(labels)
+    assert len(rows) == len(labels.read_text().splitlines()) == 72
+    assert all((labels.parent / row["image"]).is_file() for row in rows)
+    overall = score_labels(labels)["agreement"]["overall"]
+    assert overall["accuracy"] >= floor, overall
     scorer_correct = overall["both_correct"] + overall["scorer_only"]
     human_correct = overall["both_correct"] + overall["human_only"]
-    assert scorer_correct - human_correct <= 4, overall
+    assert scorer_correct - human_correct <= leniency, overall
