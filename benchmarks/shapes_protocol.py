@@ -232,7 +232,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--scales", type=float, nargs="+", default=SCALES, help=f"plain CFG scales (default {SCALES})")
     parser.add_argument("--steps", type=int, nargs="+", default=STEPS, help=f"plain DDIM steps (default {STEPS})")
     parser.add_argument("--default-steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="DDIM steps under NLG and the controls")
-    parser.add_argument("--budgets", type=int, nargs="+", default=BUDGETS, help=f"K of NLG at CFG 1, η = 20/K (default {BUDGETS})")
+    parser.add_argument("--budgets", type=int, nargs="*", default=BUDGETS,
+                        help=f"K of NLG at CFG 1, η = 20/K (default {BUDGETS}; none: no NLG at CFG 1)")
     parser.add_argument("--best-budgets", type=int, nargs="*", default=BEST_BUDGETS,
                         help=f"K of NLG on the best CFG (default {BEST_BUDGETS}; none: no NLG on the best CFG)")
     parser.add_argument("--control-budget", type=int, default=CONTROL_BUDGET, help="K of the NLG the controls match (default 4)")
@@ -361,10 +362,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows.append([f"`{s.key}`", s.label, s.evals] + [_fmt(a[c].estimate, a[c].low, a[c].high) for c in COLUMNS])
     lines = head + ["## Accuracy (%) with 95% bootstrap-over-prompts intervals", ""]
     lines += _table(["key", "configuration", "UNet evals/image"] + COLUMNS, rows)
-    lines += ["", f"## Paired against `{baseline}`: Δ accuracy (pp) [95% CI], exact McNemar p (Holm across the six tasks; overall unadjusted)", ""]
-    lines += _table(["key"] + COLUMNS, [[f"`{key}`"] + [f"{_fmt(v[c]['difference'], v[c]['low'], v[c]['high'], True)} "
-                                                          f"{_star(v[c]['p_holm'])}" for c in COLUMNS]
-                                         for key, v in versus.items()])
+    if versus:  # a run of the baseline alone has nothing to pair
+        lines += ["", f"## Paired against `{baseline}`: Δ accuracy (pp) [95% CI], exact McNemar p (Holm across the six tasks; overall unadjusted)", ""]
+        lines += _table(["key"] + COLUMNS, [[f"`{key}`"] + [f"{_fmt(v[c]['difference'], v[c]['low'], v[c]['high'], True)} "
+                                                              f"{_star(v[c]['p_holm'])}" for c in COLUMNS]
+                                             for key, v in versus.items()])
     if against:
         lines += ["", f"## Controls: `{headline}` minus each control, Δ accuracy (pp) [95% CI], McNemar p (Holm)", "",
                   "`empty`: the direction uses the empty prompt on both sides; `shuffled`: another prompt of the set; "

@@ -113,3 +113,7 @@ def test_no_controls_and_no_best_budgets_leave_those_configurations_out(capsys):
     assert bench.main(["--list", "--split", "dev", "--scales", "1", "--steps", "20", "--budgets", "4"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert {"empty-k4-cfg1-s20", "shuffled-k4-cfg1-s20", "cfg1-s28"} <= set(listed)
+    assert bench.main(["--list", "--split", "dev", "--scales", "1", "2", "--steps", "20", "--budgets", "--best-budgets",
+                       "--no-controls"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed[:2] == ["cfg1-s20", "cfg2-s20"] and not any(key.startswith("nlg-") for key in listed)
