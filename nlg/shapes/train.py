@@ -116,7 +116,8 @@ class ShapesTraining:
         train_text_encoder (`bool`, defaults to True): train the text encoder jointly with the UNet. ``False`` keeps
             it at its seeded initialisation, as Stable Diffusion keeps its pretrained CLIP encoder frozen: trained
             jointly, the encoder learns to map ``left of`` and ``right of`` to nearly the same states (2% apart at
-            the end-of-text token, against 21% at initialisation; ``benchmarks/shapes_relation_probe.py``).
+            the end-of-text token, against 21% at initialisation; ``benchmarks/shapes_relation_probe.py``). Frozen,
+            the words stay apart, but the UNet still does not learn the side, and colours suffer (shapes guide).
         coloured_position (`float`, defaults to 0.0): share of the position captions that also name the two objects'
             colours (a training-only template, :func:`~nlg.shapes.data.sample_scene`): there the relation word
             decides where each colour goes, a far larger change of the image than which blob is the circle.
