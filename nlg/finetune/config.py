@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..training import PRESETS, SAMPLER_ALIASES, OffsetSchedule, TimestepSampler, TrainingBatch, training_batch
 from ..training.min_snr import PREDICTION_TYPES
+from ..utils.checks import check_bool
 
 __all__ = ["FinetuneConfig", "QUICK_OVERRIDES", "MIXED_PRECISION", "batch_options", "FinetuneBatch", "draw_batch"]
 
@@ -183,8 +184,7 @@ class FinetuneConfig:
                 "(fp16 needs a gradient scaler the shared training loop does not run; use bf16)"
             )
         for name in ("train_text_encoder", "offset_noise_random_strength", "zero_terminal_snr", "local_files_only"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            check_bool(getattr(self, name), name)
 
     @property
     def lora_alpha(self) -> float:

@@ -27,7 +27,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..core.schedule import STABLE_DIFFUSION_SCHEDULE
-from ..utils.checks import check_int
+from ..utils.checks import check_bool, check_int
 from .data import IMAGE_SIZE
 from .tokenizer import MODEL_MAX_LENGTH, build_vocab
 
@@ -192,8 +192,7 @@ def unet_levels(channels: Tuple[int, ...], top_level_attention: bool = True) -> 
         for c in channels
     ):
         raise ValueError(f"unet_channels must be 1 to 4 positive multiples of {UNET_CONFIG['norm_num_groups']}, got {channels!r}")
-    if not isinstance(top_level_attention, bool):
-        raise TypeError(f"top_level_attention must be a bool, got {type(top_level_attention).__name__}")
+    check_bool(top_level_attention, "top_level_attention")
     down = ["CrossAttnDownBlock2D"] * len(channels)
     if not top_level_attention:
         down[0] = "DownBlock2D"

@@ -54,7 +54,7 @@ from torch import Tensor
 
 from ..training import training_batch, weighted_mse
 from ..training.loop import LoopConfig, train_loop, training_record
-from ..utils.checks import check_number
+from ..utils.checks import check_bool, check_number
 from ..utils.deprecation import deprecated_function
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
@@ -161,8 +161,7 @@ class ShapesTraining:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         for name in ("whiten_latents", "train_text_encoder"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            check_bool(getattr(self, name), name)
         for name in ("vae_lr", "lr", "kl_weight", "latent_rgb_weight", "caption_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -15,7 +15,19 @@ from torch import Tensor
 
 from .types import GeneratorLike
 
-__all__ = ["check_int", "check_number", "check_generator", "check_tensor"]
+__all__ = ["check_bool", "check_int", "check_number", "check_generator", "check_tensor"]
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Raise a ``TypeError`` unless ``value`` is a ``bool`` (not 0, 1 or another truthy value); return it.
+
+    Args:
+        value (`Any`): the value to check.
+        name (`str`): the parameter's name, used in the message.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 def check_int(value: Any, name: str, *, minimum: Optional[int] = 0) -> int:

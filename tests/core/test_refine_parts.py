@@ -14,7 +14,7 @@ import nlg
 from nlg import refine_noise
 from nlg.core import NormChange, Radial, StopRule, clip_direction, nlg_step, project_to_sphere, radial_share
 from nlg.core.stopping import StreakRule
-from nlg.utils.checks import check_generator, check_int, check_number, check_tensor
+from nlg.utils.checks import check_bool, check_generator, check_int, check_number, check_tensor
 
 
 def gen(seed: int) -> torch.Generator:
@@ -130,6 +130,10 @@ def test_shared_checks_name_the_parameter():
     assert check_number(None, "alpha", optional=True) is None
     with pytest.raises(ValueError, match="count must be >= 1"):
         check_int(0, "count", minimum=1)
+    for bad in (1, 0, "yes", None):
+        with pytest.raises(TypeError, match=f"flag must be a bool, got {type(bad).__name__}"):
+            check_bool(bad, "flag")
+    assert check_bool(False, "flag") is False and check_bool(True, "flag") is True
     with pytest.raises(ValueError, match="generator"):
         check_generator([gen(0)], 2)
     with pytest.raises(TypeError, match="generator"):
