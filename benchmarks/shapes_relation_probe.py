@@ -8,7 +8,7 @@
 2. **Text encoder.**  For each prompt the relative change ‖h' − h‖ / ‖h‖ of the text encoder's last hidden state at
    the relation word and at the end-of-text token (what the UNet's pooled embedding reads) when ``left of`` is
    replaced by each other relation, and, for scale, when A and B swap; the same for the encoder as training starts
-   (:func:`~nlg.shapes.model.build_text_encoder` of the training seed), to see what training did to it.
+   (:func:`~nlg.shapes.train.initial_text_encoder` of training seed 0), to see what training did to it.
 3. **Image.**  How much the relation word changes a seed's image, against how much a new seed does
    (:func:`image_change`), and a picture of the first seeds under each relation.
 
@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -28,12 +29,10 @@ import torch
 from benchmarks.common import RESULTS, command, sample_sheet, write_results
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
 from nlg.shapes.data import RELATIONS, SHAPES
-from nlg.shapes.model import build_text_encoder
+from nlg.shapes.train import DEFAULT_TRAINING, initial_text_encoder
 from nlg.shapes.scorer import detect_objects
 
 SEED = 600_000
-#: The text encoder's seed in ``nlg.shapes.train`` for training seed 0 (``seed + 1``).
-ENCODER_SEED = 1
 
 
 def centre(box: Sequence[float]) -> np.ndarray:
@@ -126,8 +125,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     shown = min(args.images, 8)
     sample_sheet({r: generated["circle", "square", r][:shown] for r in RELATIONS}, [f"seed {SEED + i}" for i in range(shown)],
                  args.out_dir / "shapes_relation_probe.png")
-    initial = SimpleNamespace(tokenizer=pipe.tokenizer, text_encoder=build_text_encoder(
-        seed=ENCODER_SEED, layers=pipe.text_encoder.config.num_hidden_layers).eval())
+    layers = pipe.text_encoder.config.num_hidden_layers
+    initial = SimpleNamespace(tokenizer=pipe.tokenizer, text_encoder=initial_text_encoder(
+        dataclasses.replace(DEFAULT_TRAINING, text_layers=layers)).eval())
     for probe, model in (("text encoder vs 'left of'", pipe), ("initial text encoder vs 'left of'", initial)):
         changes = [encoder_sensitivity(model, a, b) for a, b in pairs]
         for name in changes[0]:
@@ -140,8 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
              "pixels (x right, y down). A model that read the word would put A left of B far more often for "
              "`left of` than for `right of`. Text encoder: mean over the pairs of ‖h′ − h‖/‖h‖ at the relation "
              "word and at the end-of-text token, against `left of`; swapping A and B is the scale of a change the "
-             "encoder does represent; the initial text encoder is the one training starts from (seed "
-             f"{ENCODER_SEED}, the model's depth). Image: mean absolute pixel change of a seed's image when `left of` is replaced, "
+             "encoder does represent; the initial text encoder is the one training starts from (training "
+             "seed 0, the model's depth). Image: mean absolute pixel change of a seed's image when `left of` is replaced, "
              "over that between consecutive seeds (0: the word changes nothing; 1: as much as a new seed). "
              f"Picture: `shapes_relation_probe.png`, `a photo of a circle REL a square`, one row per relation, "
              f"the first {shown} seeds."]

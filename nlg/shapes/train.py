@@ -78,7 +78,7 @@ from .model import (
 from .tokenizer import build_tokenizer
 
 __all__ = ["ShapesTraining", "DEFAULT_TRAINING", "QUICK_TRAINING", "WEIGHTS_ROOT", "DEFAULT_FOLDER", "TRAIN_SEED_OFFSET",
-           "safetensors_sha256", "train", "main"]
+           "safetensors_sha256", "initial_text_encoder", "train", "main"]
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 DEFAULT_FOLDER = WEIGHTS_ROOT / "shapes_ldm"
@@ -201,6 +201,16 @@ def safetensors_sha256(folder: PathLike) -> Dict[str, str]:
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*.safetensors"))}
 
 
+def initial_text_encoder(settings: ShapesTraining = DEFAULT_TRAINING) -> Any:
+    """The text encoder as :func:`train` builds it before the first step: ``settings.text_layers`` deep, seeded
+    with ``settings.seed + 1``; with ``train_text_encoder=False`` it is also the shipped one.
+
+    Args:
+        settings (`ShapesTraining`, defaults to :data:`DEFAULT_TRAINING`): the recipe.
+    """
+    return build_text_encoder(seed=settings.seed + 1, layers=settings.text_layers)
+
+
 @torch.no_grad()
 def _posterior_means(vae: Any, images: Tensor) -> Tensor:
     """The VAE's posterior means of every image, in chunks."""
@@ -313,7 +323,7 @@ def train(
         horizontal = list(mirrored)
         twin_ids = tokenizer(list(mirrored.values()), padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
         twins = (torch.tensor(horizontal), _posterior_means(vae, images[horizontal].flip(-1)) * scaling_factor, twin_ids)
-    text_encoder, unet = build_text_encoder(seed=s.seed + 1, layers=s.text_layers), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
+    text_encoder, unet = initial_text_encoder(s), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
     text_encoder.requires_grad_(s.train_text_encoder)  # train_loop optimises only what requires grad
     result = train_loop(
         {"unet": unet, "text_encoder": text_encoder}, _diffusion_loss(unet, text_encoder, latents, ids, empty, s, twins),

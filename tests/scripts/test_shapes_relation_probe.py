@@ -78,7 +78,7 @@ def test_joint_training_taught_the_shipped_encoder_a_from_b_and_unlearnt_left_fr
     from nlg.shapes.model import build_text_encoder
 
     pipe = load_pipeline()
-    fresh = SimpleNamespace(tokenizer=pipe.tokenizer, text_encoder=build_text_encoder(seed=probe.ENCODER_SEED))
+    fresh = SimpleNamespace(tokenizer=pipe.tokenizer, text_encoder=build_text_encoder(seed=1))  # training seed 0 + 1
     trained = probe.encoder_sensitivity(pipe, "circle", "square")
     initial = probe.encoder_sensitivity(fresh, "circle", "square")
     # the shipped encoder tells A from B apart far more than an untrained one, and left from right far less
