@@ -58,7 +58,7 @@ from ..utils.checks import check_bool, check_number
 from ..utils.deprecation import deprecated_function
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.types import PathLike
-from .data import TASK_WEIGHTS, TASKS, check_task_weights, mirror_scene, render_dataset
+from .data import RELATIONS, TASK_WEIGHTS, TASKS, check_task_weights, mirror_scene, render_dataset
 from .model import (
     PREDICTION_TYPE,
     PREDICTION_TYPES,
@@ -78,7 +78,7 @@ from .model import (
 from .tokenizer import build_tokenizer
 
 __all__ = ["ShapesTraining", "DEFAULT_TRAINING", "QUICK_TRAINING", "WEIGHTS_ROOT", "DEFAULT_FOLDER", "TRAIN_SEED_OFFSET",
-           "safetensors_sha256", "initial_text_encoder", "train", "main"]
+           "safetensors_sha256", "initial_text_encoder", "relation_labels", "train", "main"]
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 DEFAULT_FOLDER = WEIGHTS_ROOT / "shapes_ldm"
@@ -125,6 +125,12 @@ class ShapesTraining:
             ``left of``/``right of`` scene and its mirror image with the other word
             (:func:`~nlg.shapes.data.mirror_scene`), noised with the same ε and timestep, so only the relation word
             tells the two targets apart (0: off, the plain recipe).
+        relation_loss_weight (`float`, defaults to 0.0): weight λ of an auxiliary loss on the text encoder that keeps
+            the relation word readable, by a linear map, from every token from that word on (``left of`` …
+            ``below`` of :data:`~nlg.shapes.data.RELATIONS`): :math:`\mathcal L + \lambda\,\mathrm{CE}(W h_j,
+            r)` averaged over those tokens of the batch's position captions (:func:`relation_labels`), with
+            ``W`` a 4-way linear head trained alongside and not shipped. Trained jointly without it, the encoder
+            maps ``left of`` and ``right of`` to nearly the same states (0: off, the plain recipe).
         seed (`int`, defaults to 0): seeds the initial weights and every draw.
     """
 
@@ -149,6 +155,7 @@ class ShapesTraining:
     train_text_encoder: bool = True
     coloured_position: float = 0.0
     mirror_pairs: float = 0.0
+    relation_loss_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -170,6 +177,7 @@ class ShapesTraining:
             raise ValueError("vae_lr and lr must be > 0")
         check_number(self.coloured_position, "coloured_position", maximum=1.0)
         check_number(self.mirror_pairs, "mirror_pairs", maximum=1.0)
+        check_number(self.relation_loss_weight, "relation_loss_weight")
         if not self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -181,10 +189,18 @@ class ShapesTraining:
         object.__setattr__(self, "task_weights", check_task_weights(self.task_weights))
         if self.mirror_pairs > 0 and not self.task_weights[TASKS.index("position")] > 0:
             raise ValueError("mirror_pairs needs position captions: give task_weights a positive position weight")
+        if self.relation_loss_weight > 0 and not (self.task_weights[TASKS.index("position")] > 0 and self.train_text_encoder):
+            raise ValueError("relation_loss_weight needs position captions and a trained text encoder "
+                             "(a positive position weight in task_weights, train_text_encoder=True)")
 
     def to_dict(self) -> Dict[str, Any]:
-        """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume."""
-        return dict(dataclasses.asdict(self), unet_channels=list(self.unet_channels), task_weights=list(self.task_weights))
+        """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume.
+
+        ``relation_loss_weight`` is left out at 0, so checkpoints written before the field existed still resume."""
+        out = dict(dataclasses.asdict(self), unet_channels=list(self.unet_channels), task_weights=list(self.task_weights))
+        if self.relation_loss_weight == 0:
+            del out["relation_loss_weight"]
+        return out
 
 
 #: The settings of the shipped model.
@@ -211,6 +227,26 @@ def initial_text_encoder(settings: ShapesTraining = DEFAULT_TRAINING) -> Any:
     return build_text_encoder(seed=settings.seed + 1, layers=settings.text_layers)
 
 
+def relation_labels(ids: Tensor, relation_ids: Sequence[int]) -> Tensor:
+    """Targets of the relation loss: at every token from a caption's relation word on, that word's index.
+
+    Args:
+        ids (`torch.Tensor`): token ids, shape ``(B, L)``.
+        relation_ids (`Sequence[int]`): the token id of the first word of each relation of
+            :data:`~nlg.shapes.data.RELATIONS` (``left``, ``right``, ``above``, ``below``), in that order.
+
+    Returns:
+        ``(B, L)`` int64: the relation's index at its word and every later position (padding included, which the
+        UNet also attends to), ``-100`` (cross-entropy's ignore index) before it and in captions without one.
+    """
+    found = torch.stack([ids == token for token in relation_ids], dim=-1)  # (B, L, R)
+    if bool((found.sum(dim=(1, 2)) > 1).any()):
+        raise ValueError("ids: a caption holds more than one relation word")
+    index = (found.long() * torch.arange(len(relation_ids))).sum(-1)  # the relation at its word, 0 elsewhere
+    seen = found.any(-1).long().cumsum(1) > 0
+    return torch.where(seen, index.max(dim=1, keepdim=True).values.expand_as(index), torch.full_like(index, -100))
+
+
 @torch.no_grad()
 def _posterior_means(vae: Any, images: Tensor) -> Tensor:
     """The VAE's posterior means of every image, in chunks."""
@@ -233,8 +269,10 @@ def _vae_loss(vae: Any, images: Tensor, s: ShapesTraining):
 
 
 def _diffusion_loss(unet: Any, text_encoder: Any, latents: Tensor, ids: Tensor, empty: Tensor, s: ShapesTraining,
-                    twins: Optional[Tuple[Tensor, Tensor, Tensor]] = None):
-    """The diffusion loss; ``twins`` = (scene indices, their mirrored latents, their mirrored captions' ids)."""
+                    twins: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+                    relation: Optional[Tuple[torch.nn.Module, Sequence[int]]] = None):
+    """The diffusion loss; ``twins`` = (scene indices, their mirrored latents, their mirrored captions' ids);
+    ``relation`` = (the relation head, the relation words' token ids) adds the relation loss."""
     scheduler = training_scheduler(s.prediction_type)
     pairs = round(s.mirror_pairs * s.batch_size / 2) if twins is not None else 0
 
@@ -253,8 +291,14 @@ def _diffusion_loss(unet: Any, text_encoder: Any, latents: Tensor, ids: Tensor, 
         noisy, timesteps, target, weights = training_batch(
             x, scheduler, generator=noise_generator, min_snr_gamma=s.min_snr_gamma
         )
-        prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(tokens)[0]).sample
-        return weighted_mse(prediction, target, weights)
+        states = text_encoder(tokens)[0]
+        loss = weighted_mse(unet(noisy, timesteps, encoder_hidden_states=states).sample, target, weights)
+        if relation is not None:
+            head, relation_ids = relation
+            labels = relation_labels(tokens, relation_ids)
+            if bool((labels >= 0).any()):
+                loss = loss + s.relation_loss_weight * F.cross_entropy(head(states).flatten(0, 1), labels.flatten())
+        return loss
 
     return loss_fn
 
@@ -325,8 +369,14 @@ def train(
         twins = (torch.tensor(horizontal), _posterior_means(vae, images[horizontal].flip(-1)) * scaling_factor, twin_ids)
     text_encoder, unet = initial_text_encoder(s), build_unet(seed=s.seed + 2, **unet_levels(s.unet_channels, s.top_level_attention))
     text_encoder.requires_grad_(s.train_text_encoder)  # train_loop optimises only what requires grad
+    modules, relation = {"unet": unet, "text_encoder": text_encoder}, None
+    if s.relation_loss_weight > 0:  # trained with the encoder, dropped from the pipeline; zeros need no draw
+        modules["relation_head"] = torch.nn.Linear(text_encoder.config.hidden_size, len(RELATIONS))
+        torch.nn.init.zeros_(modules["relation_head"].weight)
+        torch.nn.init.zeros_(modules["relation_head"].bias)
+        relation = (modules["relation_head"], [tokenizer.convert_tokens_to_ids(r.split()[0] + "</w>") for r in RELATIONS])
     result = train_loop(
-        {"unet": unet, "text_encoder": text_encoder}, _diffusion_loss(unet, text_encoder, latents, ids, empty, s, twins),
+        modules, _diffusion_loss(unet, text_encoder, latents, ids, empty, s, twins, relation),
         LoopConfig(steps=s.steps, lr=s.lr, ema_decay=s.ema_decay, checkpoint_every=checkpoint_every),
         generator=torch.Generator().manual_seed(s.seed + 1), checkpoint=partial / "unet.pt", settings=record,
         progress=progress, desc="UNet + text encoder",
@@ -392,12 +442,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="share of position captions that also name the colours, a training-only template (default 0)")
     parser.add_argument("--mirror-pairs", type=float, default=None,
                         help="share of each batch given to left/right position scenes paired with their mirror twins (default 0)")
+    parser.add_argument("--relation-loss", type=float, default=None, dest="relation_loss_weight",
+                        help="weight of an auxiliary loss keeping the relation word readable from the text encoder's later tokens (default 0)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
     settings = QUICK_TRAINING if args.quick else DEFAULT_TRAINING
     overrides: Dict[str, Any] = {}
-    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers", "mirror_pairs", "coloured_position"):
+    for name in ("steps", "seed", "lr", "min_snr_gamma", "prediction_type", "text_layers", "mirror_pairs", "coloured_position",
+                 "relation_loss_weight"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.frozen_text_encoder:
