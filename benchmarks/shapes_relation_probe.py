@@ -11,6 +11,9 @@
    (:func:`~nlg.shapes.train.initial_text_encoder` of training seed 0), to see what training did to it.
 3. **Image.**  How much the relation word changes a seed's image, against how much a new seed does
    (:func:`image_change`), and a picture of the first seeds under each relation.
+4. **Colours** (``--coloured``).  The layout probe on ``a photo of a {c1} A {relation} a {c2} B``, the training-only
+   template of ``--coloured-position``, where the word decides which side each colour goes: the offset of the
+   ``c1`` object from the ``c2`` one, whatever their shapes (:data:`COLOUR_PAIRS`, one per shape pair).
 
     python -m benchmarks.shapes_relation_probe            # -> benchmarks/results/shapes_relation_probe.{md,csv,png}
 """
@@ -33,6 +36,8 @@ from nlg.shapes.train import DEFAULT_TRAINING, initial_text_encoder
 from nlg.shapes.scorer import detect_objects
 
 SEED = 600_000
+#: The colours named by the coloured probe, one pair per ordered shape pair (in ``SHAPES`` order).
+COLOUR_PAIRS = (("red", "blue"), ("green", "yellow"), ("purple", "cyan"), ("blue", "red"), ("yellow", "green"), ("cyan", "purple"))
 
 
 def centre(box: Sequence[float]) -> np.ndarray:
@@ -40,19 +45,25 @@ def centre(box: Sequence[float]) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], dtype=np.float64)
 
 
-def relation_images(pipe: Any, a: str, b: str, relation: str, images: int) -> np.ndarray:
-    """``images`` images of ``a photo of a {a} {relation} a {b}``, image i from seed ``SEED + i`` whatever the relation."""
+def relation_images(pipe: Any, a: str, b: str, relation: str, images: int,
+                    colours: Optional[Tuple[str, str]] = None) -> np.ndarray:
+    """``images`` images of ``a photo of a {a} {relation} a {b}`` (``a {c1} {a} {relation} a {c2} {b}`` with
+    ``colours``), image i from seed ``SEED + i`` whatever the relation."""
+    named_a, named_b = (a, b) if colours is None else (f"{colours[0]} {a}", f"{colours[1]} {b}")
     generators = [torch.Generator().manual_seed(SEED + i) for i in range(images)]
-    return np.stack(pipe([f"a photo of a {a} {relation} a {b}"] * images, generator=generators, output_type="np",
+    return np.stack(pipe([f"a photo of a {named_a} {relation} a {named_b}"] * images, generator=generators, output_type="np",
                          guidance_scale=DEFAULT_GUIDANCE_SCALE, num_inference_steps=DEFAULT_INFERENCE_STEPS).images)
 
 
-def layout_offsets(batch: np.ndarray, a: str, b: str) -> List[np.ndarray]:
-    """Centre of A minus centre of B in each image of ``batch`` (floats in [0, 1]) that shows one A and one B."""
+def layout_offsets(batch: np.ndarray, a: str, b: str, by: str = "shape") -> List[np.ndarray]:
+    """Centre of A minus centre of B in each image of ``batch`` (floats in [0, 1]) that shows one A and one B;
+    A and B are shapes, or colours with ``by="colour"``."""
+    if by not in ("shape", "colour"):
+        raise ValueError(f"by must be 'shape' or 'colour', got {by!r}")
     found = []
     for image in batch:
         objects, _ = detect_objects((image * 255).round().astype(np.uint8))
-        of_a, of_b = [o for o in objects if o.shape == a], [o for o in objects if o.shape == b]
+        of_a, of_b = [o for o in objects if getattr(o, by) == a], [o for o in objects if getattr(o, by) == b]
         if len(of_a) == 1 and len(of_b) == 1:
             found.append(centre(of_a[0].box) - centre(of_b[0].box))
     return found
@@ -92,9 +103,9 @@ def encoder_sensitivity(pipe: Any, a: str, b: str) -> Dict[str, Dict[str, float]
     return out
 
 
-def layout_row(relation: str, found: List[np.ndarray]) -> Dict[str, Any]:
+def layout_row(relation: str, found: List[np.ndarray], probe: str = "layout") -> Dict[str, Any]:
     """The layout table's row: how many images, mean offsets and the shares with A left of / above B (blank if none)."""
-    row: Dict[str, Any] = dict(probe="layout", relation=relation, n=len(found))
+    row: Dict[str, Any] = dict(probe=probe, relation=relation, n=len(found))
     if found:
         d = np.array(found)
         row.update(mean_dx=float(d[:, 0].mean()), mean_dy=float(d[:, 1].mean()),
@@ -106,6 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16, help="images per (pair, relation) (default 16)")
     parser.add_argument("--pipeline", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument("--coloured", action="store_true",
+                        help="also probe prompts naming both colours (the --coloured-position training template)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.images < 1:
@@ -117,6 +130,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     rows: List[Dict[str, Any]] = []
     for relation in RELATIONS:
         rows.append(layout_row(relation, [d for a, b in pairs for d in layout_offsets(generated[a, b, relation], a, b)]))
+    if args.coloured:
+        for relation in RELATIONS:
+            found = [d for (a, b), colours in zip(pairs, COLOUR_PAIRS)
+                     for d in layout_offsets(relation_images(pipe, a, b, relation, args.images, colours), *colours, by="colour")]
+            rows.append(layout_row(relation, found, probe="coloured layout"))
     if args.images >= 2:
         changes_by_pair = [image_change({r: generated[a, b, r] for r in RELATIONS}) for a, b in pairs]
         for relation in RELATIONS[1:]:
@@ -143,7 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
              "encoder does represent; the initial text encoder is the one training starts from (training "
              "seed 0, the model's depth). Image: mean absolute pixel change of a seed's image when `left of` is replaced, "
              "over that between consecutive seeds (0: the word changes nothing; 1: as much as a new seed). "
-             f"Picture: `shapes_relation_probe.png`, `a photo of a circle REL a square`, one row per relation, "
+             + (f"Coloured layout (`--coloured`): the same on `a photo of a C1 A REL a C2 B`, colours {list(COLOUR_PAIRS)} "
+                "for the pairs in turn; n images with exactly one object of each colour; offsets of the C1 object "
+                "from the C2 one, whatever their shapes. " if args.coloured else "")
+             + f"Picture: `shapes_relation_probe.png`, `a photo of a circle REL a square`, one row per relation, "
              f"the first {shown} seeds."]
     columns = ["probe", "relation", "n", "mean_dx", "mean_dy", "share_A_left", "share_A_above", "change_at_word", "change_at_end",
                "image_change"]

@@ -34,6 +34,19 @@ def test_offsets_are_centre_differences_of_the_detected_objects():
     assert pipe.prompts == ["a photo of a circle left of a square"] * 3
 
 
+def test_coloured_probe_names_the_colours_and_measures_the_colours_whatever_the_shapes():
+    # the red object is a square here, though the prompt asks for a red circle: the probe follows the colours
+    red, blue = ShapeObject("square", "red", 20, 2, 10), ShapeObject("circle", "blue", 1, 18, 12)
+    pipe = RenderingPipeline([red, blue])
+    images = probe.relation_images(pipe, "circle", "square", "right of", images=2, colours=("red", "blue"))
+    found = probe.layout_offsets(images, "red", "blue", by="colour")
+    assert pipe.prompts == ["a photo of a red circle right of a blue square"] * 2
+    assert len(found) == 2 and all(np.allclose(d, [20 + 5 - (1 + 6), 2 + 5 - (18 + 6)]) for d in found)
+    assert probe.layout_offsets(images, "red", "green", by="colour") == []
+    with pytest.raises(ValueError, match="by"):
+        probe.layout_offsets(images, "red", "blue", by="size")
+
+
 def test_images_without_exactly_one_of_each_shape_are_left_out():
     pipe = RenderingPipeline([ShapeObject("circle", "red", 2, 3, 12), ShapeObject("circle", "blue", 18, 16, 10)])
     assert probe.layout_offsets(probe.relation_images(pipe, "circle", "square", "above", images=2), "circle", "square") == []
@@ -61,11 +74,12 @@ def test_bad_image_count_is_refused_by_name(capsys):
 
 @pytest.mark.slow
 def test_one_image_run_on_the_shipped_model(tmp_path):
-    probe.main(["--images", "1", "--out-dir", str(tmp_path)])
+    probe.main(["--images", "1", "--coloured", "--out-dir", str(tmp_path)])
     rows = list(csv.DictReader((tmp_path / "shapes_relation_probe.csv").open()))
-    layout = [r for r in rows if r["probe"] == "layout"]
-    assert [r["relation"] for r in layout] == ["left of", "right of", "above", "below"]
-    assert all(0 <= int(r["n"]) <= 6 for r in layout)
+    for kind in ("layout", "coloured layout"):
+        layout = [r for r in rows if r["probe"] == kind]
+        assert [r["relation"] for r in layout] == ["left of", "right of", "above", "below"]
+        assert all(0 <= int(r["n"]) <= 6 for r in layout)
     encoder = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("text")}
     initial = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("initial")}
     assert (tmp_path / "shapes_relation_probe.png").is_file()

@@ -175,6 +175,51 @@ def test_a_frozen_text_encoder_keeps_its_seeded_initialisation_and_the_unet_stil
     assert not all(torch.equal(frozen.unet.state_dict()[k], v) for k, v in fresh.items())  # the UNet did train
 
 
+def test_relation_labels_mark_every_token_from_the_relation_word_on():
+    from nlg.shapes.data import RELATIONS
+    from nlg.shapes.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    relation_ids = [tokenizer.convert_tokens_to_ids(r.split()[0] + "</w>") for r in RELATIONS]
+    captions = ["a photo of a circle right of a square", "a photo of a red square below a blue triangle",
+                "a photo of a triangle left of a circle", "a photo of two circles", ""]
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    labels = shapes_train.relation_labels(ids, relation_ids)
+    for row, caption in zip(labels.tolist(), captions):
+        relation = next((r for r in RELATIONS if f" {r} " in caption), None)
+        # every template word is one token, after <|startoftext|>: the relation's first word is token 1 + its word index
+        start = 1 + caption.split().index(relation.split()[0]) if relation else len(row)
+        expected = [-100] * start + [RELATIONS.index(relation) if relation else -100] * (len(row) - start)
+        assert row == expected, caption
+    two = tokenizer(["a circle left of a square above a triangle"], return_tensors="pt").input_ids
+    with pytest.raises(ValueError, match="ids"):
+        shapes_train.relation_labels(two, relation_ids)
+
+
+@pytest.mark.slow
+def test_the_relation_loss_keeps_left_and_right_apart_and_its_head_is_not_shipped(tmp_path):
+    from benchmarks.shapes_relation_probe import encoder_sensitivity
+    from nlg.shapes.model import build_text_encoder
+
+    position = dataclasses.replace(TINY, task_weights=(0.0, 0.0, 0.0, 0.0, 1.0, 0.0), ema_decay=None, steps=30)
+    meta = train(tmp_path / "relation", settings=dataclasses.replace(position, relation_loss_weight=1.0), progress=False)
+    plain_meta = train(tmp_path / "plain", settings=position, progress=False)
+    assert meta["settings"]["relation_loss_weight"] == 1.0 and "relation_loss_weight" not in plain_meta["settings"]
+    with_loss, without = load_pipeline(tmp_path / "relation"), load_pipeline(tmp_path / "plain")
+    assert set(with_loss.text_encoder.state_dict()) == set(build_text_encoder(seed=0).state_dict())  # no head
+    apart = encoder_sensitivity(with_loss, "circle", "square")["right of"]["end"]
+    assert apart > 2 * encoder_sensitivity(without, "circle", "square")["right of"]["end"]  # measured 0.26 against 0.06
+
+
+def test_the_relation_loss_needs_position_captions_and_a_trained_encoder_and_is_left_out_of_old_records():
+    for bad in ({"task_weights": (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)}, {"train_text_encoder": False}):
+        with pytest.raises(ValueError, match="relation_loss_weight"):
+            ShapesTraining(relation_loss_weight=0.1, **bad)
+    # a checkpoint written before the field existed holds no such key, and must still resume
+    assert "relation_loss_weight" not in DEFAULT_TRAINING.to_dict()
+    assert ShapesTraining(relation_loss_weight=0.1).to_dict()["relation_loss_weight"] == 0.1
+
+
 def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(shapes_train, "train", lambda out, **kw: calls.append(kw["settings"]))
@@ -184,6 +229,8 @@ def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path)
     assert calls[0].train_text_encoder is True
     shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--frozen-text-encoder"])
     assert calls[1].train_text_encoder is False and calls[1].steps == shapes_train.QUICK_TRAINING.steps
+    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--relation-loss", "0.1"])
+    assert calls[2].relation_loss_weight == 0.1 and calls[0].relation_loss_weight == 0.0
     with pytest.raises(SystemExit):
         shapes_train.main(["--quick", "--task-weights", "1", "0", "0", "0", "0", "-1"])
 
@@ -236,7 +283,8 @@ def test_default_unet_levels_are_the_shipped_architecture():
                                       ("prediction_type", "sample"), ("unet_channels", (64, 100)),
                                       ("unet_channels", ()), ("unet_channels", (32,) * 5), ("top_level_attention", 1),
                                       ("task_weights", (1.0, 0.0)), ("task_weights", (0.0,) * 6), ("text_layers", 0),
-                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1), ("coloured_position", 2.0), ("train_text_encoder", 0)])
+                                      ("mirror_pairs", 1.5), ("mirror_pairs", -0.1), ("coloured_position", 2.0), ("train_text_encoder", 0),
+                                      ("relation_loss_weight", -1.0), ("relation_loss_weight", "1")])
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
