@@ -13,7 +13,12 @@
    (:func:`image_change`), and a picture of the first seeds under each relation.
 4. **Colours** (``--coloured``).  The layout probe on ``a photo of a {c1} A {relation} a {c2} B``, the training-only
    template of ``--coloured-position``, where the word decides which side each colour goes: the offset of the
-   ``c1`` object from the ``c2`` one, whatever their shapes (:data:`COLOUR_PAIRS`, one per shape pair).
+   ``c1`` object from the ``c2`` one, whatever their shapes (:data:`COLOUR_PAIRS`, one per shape pair).  And, the
+   most sensitive test, the same prompts' **first prediction**: the clean image the model predicts at the sampler's
+   first timestep (t = 999) from ``--images`` noises, averaged, against the mean of training scenes of that
+   relation in those colours (:func:`colour_contrast`).  There the layout is not yet drawn, so the prediction is the
+   model's estimate of the data's mean image given the prompt; the data's mean has the first colour on the named
+   side.
 
     python -m benchmarks.shapes_relation_probe            # -> benchmarks/results/shapes_relation_probe.{md,csv,png}
 """
@@ -31,7 +36,7 @@ import torch
 
 from benchmarks.common import RESULTS, command, sample_sheet, write_results
 from nlg.shapes import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, load_pipeline
-from nlg.shapes.data import RELATIONS, SHAPES
+from nlg.shapes.data import PALETTE, RELATIONS, SHAPES, render, scene_from_seed
 from nlg.shapes.train import DEFAULT_TRAINING, initial_text_encoder
 from nlg.shapes.scorer import detect_objects
 
@@ -81,6 +86,53 @@ def image_change(by_relation: Dict[str, np.ndarray]) -> Dict[str, float]:
         raise ValueError("image_change needs at least 2 images per relation")
     seed_change = float(np.abs(base[1:] - base[:-1]).mean())
     return {r: float(np.abs(batch - base).mean()) / seed_change for r, batch in by_relation.items() if r != "left of"}
+
+
+def colour_contrast(images: np.ndarray, first: str, second: str, relation: str) -> float:
+    """How much more of colour ``first`` than of ``second`` the images hold on the relation's side.
+
+    Each pixel p (RGB in [0, 1]) scores ⟨p − white, a − b⟩ / ‖a − b‖² for the palette colours a of ``first`` and
+    b of ``second``; the contrast is the mean score over the half the relation puts ``first`` in (left half for
+    ``left of``, right for ``right of``, top for ``above``, bottom for ``below``) minus that over the other half,
+    averaged over the images ``(N, H, W, 3)``.  Positive when ``first`` is on the named side.
+    """
+    a, b = (np.asarray(PALETTE[c], dtype=np.float64) / 255 for c in (first, second))
+    score = ((images - 1.0) @ (a - b)) / float((a - b) @ (a - b))  # (N, H, W)
+    axis = 2 if relation in ("left of", "right of") else 1
+    half = score.shape[axis] // 2
+    near, far = np.split(score, [half], axis=axis)
+    sign = 1.0 if relation in ("left of", "above") else -1.0
+    return float(sign * (near.mean() - far.mean()))
+
+
+def first_predictions(pipe: Any, prompt: str, images: int) -> np.ndarray:
+    """The decoded clean image the pipeline's UNet predicts at its scheduler's first timestep (t = 999 with
+    trailing spacing), from ``images`` seeded noises (seed ``SEED + i``), as ``(N, H, W, 3)`` floats in [0, 1]."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(DEFAULT_INFERENCE_STEPS)
+    t = scheduler.timesteps[0]
+    shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(SEED + i)) for i in range(images)])
+    ids = pipe.tokenizer([prompt] * images, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
+    with torch.no_grad():
+        output = pipe.unet(noise * scheduler.init_noise_sigma, t, encoder_hidden_states=pipe.text_encoder(ids.input_ids)[0]).sample
+        clean = scheduler.step(output, t, noise * scheduler.init_noise_sigma).pred_original_sample
+        decoded = pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample
+    return (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def training_means(first: str, second: str, relation: str, images: int, start: int = 10_000_000) -> np.ndarray:
+    """``images`` position scenes of the relation (:func:`~nlg.shapes.data.scene_from_seed` from seed ``start`` on,
+    the other relations skipped), the first object recoloured ``first`` and the second ``second``, rendered as
+    ``(N, H, W, 3)`` floats in [0, 1]: what the training data shows for that coloured prompt, shapes aside."""
+    found, seed = [], start
+    while len(found) < images:
+        scene = scene_from_seed(seed, "position")
+        seed += 1
+        if f" {relation} " in scene.caption:
+            objects = [dataclasses.replace(o, colour=c) for o, c in zip(scene.objects, (first, second))]
+            found.append(render(objects).astype(np.float64) / 255)
+    return np.stack(found)
 
 
 def hidden(pipe: Any, prompt: str) -> Tuple[torch.Tensor, int]:
@@ -135,6 +187,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             found = [d for (a, b), colours in zip(pairs, COLOUR_PAIRS)
                      for d in layout_offsets(relation_images(pipe, a, b, relation, args.images, colours), *colours, by="colour")]
             rows.append(layout_row(relation, found, probe="coloured layout"))
+        for relation in RELATIONS:
+            model, data = [], []
+            for (a, b), colours in zip(pairs, COLOUR_PAIRS):
+                prompt = f"a photo of a {colours[0]} {a} {relation} a {colours[1]} {b}"
+                model.append(colour_contrast(first_predictions(pipe, prompt, args.images), *colours, relation))
+                data.append(colour_contrast(training_means(*colours, relation, args.images), *colours, relation))
+            rows.append(dict(probe="coloured first prediction", relation=relation, n=args.images * len(pairs),
+                             model_contrast=float(np.mean(model)), data_contrast=float(np.mean(data))))
     if args.images >= 2:
         changes_by_pair = [image_change({r: generated[a, b, r] for r in RELATIONS}) for a, b in pairs]
         for relation in RELATIONS[1:]:
@@ -163,11 +223,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
              "over that between consecutive seeds (0: the word changes nothing; 1: as much as a new seed). "
              + (f"Coloured layout (`--coloured`): the same on `a photo of a C1 A REL a C2 B`, colours {list(COLOUR_PAIRS)} "
                 "for the pairs in turn; n images with exactly one object of each colour; offsets of the C1 object "
-                "from the C2 one, whatever their shapes. " if args.coloured else "")
+                "from the C2 one, whatever their shapes. Coloured first prediction: the clean image the model predicts "
+                "at the first timestep (t = 999) from n noises, and the same number of training scenes of the relation "
+                "recoloured C1/C2; contrast = C1-against-C2 colour score on the half the relation names minus the other "
+                "half (`colour_contrast`; the data's is what a model that read the word would approach, 0 is none). "
+                if args.coloured else "")
              + f"Picture: `shapes_relation_probe.png`, `a photo of a circle REL a square`, one row per relation, "
              f"the first {shown} seeds."]
     columns = ["probe", "relation", "n", "mean_dx", "mean_dy", "share_A_left", "share_A_above", "change_at_word", "change_at_end",
-               "image_change"]
+               "image_change", "model_contrast", "data_contrast"]
     return write_results("shapes_relation_probe", rows, notes, columns, out_dir=args.out_dir)
 
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import shapes_relation_probe as probe
 from nlg.shapes.data import ShapeObject, render
@@ -47,6 +48,55 @@ def test_coloured_probe_names_the_colours_and_measures_the_colours_whatever_the_
         probe.layout_offsets(images, "red", "blue", by="size")
 
 
+def test_colour_contrast_is_one_for_halves_of_pure_colour_and_changes_sign_with_the_side():
+    from nlg.shapes.data import PALETTE
+
+    red, blue = (np.array(PALETTE[c], dtype=float) / 255 for c in ("red", "blue"))
+    split = np.ones((2, 8, 8, 3))
+    split[:, :, :4], split[:, :, 4:] = red, blue  # red left, blue right
+    # the score of red minus that of blue is <red - blue, red - blue> / |red - blue|^2 = 1
+    assert probe.colour_contrast(split, "red", "blue", "left of") == pytest.approx(1.0)
+    assert probe.colour_contrast(split, "red", "blue", "right of") == pytest.approx(-1.0)
+    assert probe.colour_contrast(split, "blue", "red", "left of") == pytest.approx(-1.0)
+    assert probe.colour_contrast(split, "red", "blue", "above") == pytest.approx(0.0)  # no top/bottom difference
+    stacked = split.transpose(0, 2, 1, 3)  # red on top
+    assert probe.colour_contrast(stacked, "red", "blue", "above") == pytest.approx(1.0)
+    assert probe.colour_contrast(stacked, "red", "blue", "below") == pytest.approx(-1.0)
+    assert probe.colour_contrast(np.ones((1, 8, 8, 3)), "red", "blue", "left of") == 0.0  # white holds neither
+
+
+def test_training_means_are_scenes_of_the_relation_in_the_asked_colours():
+    from nlg.shapes.data import PALETTE
+
+    for relation in ("left of", "below"):
+        scenes = probe.training_means("green", "purple", relation, images=5)
+        assert scenes.shape == (5, 32, 32, 3)
+        for image in scenes:
+            pixels = (image * 255).round().astype(int)
+            green = np.argwhere((pixels == PALETTE["green"]).all(-1)).mean(0)  # (row, column) centroids
+            purple = np.argwhere((pixels == PALETTE["purple"]).all(-1)).mean(0)
+            assert green[1] < purple[1] if relation == "left of" else green[0] > purple[0]
+        assert probe.colour_contrast(scenes, "green", "purple", relation) > 0.2
+
+
+def test_first_predictions_are_the_schedulers_clean_image_at_t_999():
+    from nlg.shapes import load_pipeline
+
+    pipe = load_pipeline()
+    predicted = probe.first_predictions(pipe, "a photo of a red circle left of a blue square", images=2)
+    # v-prediction at the first trailing timestep, by hand: x0 = sqrt(abar) x - sqrt(1 - abar) v
+    abar = pipe.scheduler.alphas_cumprod[999]
+    noise = torch.stack([torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(probe.SEED + i)) for i in range(2)])
+    ids = pipe.tokenizer(["a photo of a red circle left of a blue square"] * 2, padding="max_length", max_length=16,
+                         return_tensors="pt").input_ids
+    with torch.no_grad():
+        v = pipe.unet(noise, 999, encoder_hidden_states=pipe.text_encoder(ids)[0]).sample
+        clean = abar.sqrt() * noise - (1 - abar).sqrt() * v
+        expected = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    assert predicted.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(predicted, expected.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
 def test_images_without_exactly_one_of_each_shape_are_left_out():
     pipe = RenderingPipeline([ShapeObject("circle", "red", 2, 3, 12), ShapeObject("circle", "blue", 18, 16, 10)])
     assert probe.layout_offsets(probe.relation_images(pipe, "circle", "square", "above", images=2), "circle", "square") == []
@@ -80,6 +130,9 @@ def test_one_image_run_on_the_shipped_model(tmp_path):
         layout = [r for r in rows if r["probe"] == kind]
         assert [r["relation"] for r in layout] == ["left of", "right of", "above", "below"]
         assert all(0 <= int(r["n"]) <= 6 for r in layout)
+    first = [r for r in rows if r["probe"] == "coloured first prediction"]
+    assert [r["relation"] for r in first] == ["left of", "right of", "above", "below"]
+    assert all(float(r["data_contrast"]) > 0.1 and abs(float(r["model_contrast"])) < 1 for r in first)
     encoder = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("text")}
     initial = {r["relation"]: float(r["change_at_end"]) for r in rows if r["probe"].startswith("initial")}
     assert (tmp_path / "shapes_relation_probe.png").is_file()
