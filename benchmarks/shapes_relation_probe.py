@@ -113,10 +113,11 @@ def first_predictions(pipe: Any, prompt: str, images: int) -> np.ndarray:
     t = scheduler.timesteps[0]
     shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(SEED + i)) for i in range(images)])
+    latents = noise * scheduler.init_noise_sigma
     ids = pipe.tokenizer([prompt] * images, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
     with torch.no_grad():
-        output = pipe.unet(noise * scheduler.init_noise_sigma, t, encoder_hidden_states=pipe.text_encoder(ids.input_ids)[0]).sample
-        clean = scheduler.step(output, t, noise * scheduler.init_noise_sigma).pred_original_sample
+        output = pipe.unet(latents, t, encoder_hidden_states=pipe.text_encoder(ids.input_ids)[0]).sample
+        clean = scheduler.step(output, t, latents).pred_original_sample
         decoded = pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample
     return (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
