@@ -188,9 +188,10 @@ class ShapesTraining:
             raise ValueError(f"min_snr_gamma must be > 0 or None, got {self.min_snr_gamma}")
         unet_levels(self.unet_channels, self.top_level_attention)
         object.__setattr__(self, "task_weights", check_task_weights(self.task_weights))
-        if self.mirror_pairs > 0 and not self.task_weights[TASKS.index("position")] > 0:
+        has_position = self.task_weights[TASKS.index("position")] > 0
+        if self.mirror_pairs > 0 and not has_position:
             raise ValueError("mirror_pairs needs position captions: give task_weights a positive position weight")
-        if self.relation_loss_weight > 0 and not (self.task_weights[TASKS.index("position")] > 0 and self.train_text_encoder):
+        if self.relation_loss_weight > 0 and not (has_position and self.train_text_encoder):
             raise ValueError("relation_loss_weight needs position captions and a trained text encoder "
                              "(a positive position weight in task_weights, train_text_encoder=True)")
 
