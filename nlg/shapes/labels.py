@@ -170,6 +170,7 @@ def sample_labelling_set(pipe: Any, plan: Sequence[Dict[str, Any]], out_dir: Pat
     """
     from .sampling import generate
 
+    _refuse_labelled(out_dir)  # before the sampling, not after it
     images: List[Any] = [None] * len(plan)
     configs = [_config(row) for row in plan]
     for config in dict.fromkeys(configs):
@@ -183,12 +184,21 @@ def sample_labelling_set(pipe: Any, plan: Sequence[Dict[str, Any]], out_dir: Pat
     return write_labelling_set(images, [row["prompt"] for row in plan], out_dir, per_sheet=per_sheet, extra=extra)
 
 
+def _refuse_labelled(out_dir: PathLike) -> None:
+    """Raise a ValueError naming ``out_dir`` if its ``labels.jsonl`` holds a verdict: labels by eye are not redone."""
+    labels = Path(out_dir) / "labels.jsonl"
+    if labels.is_file() and any(json.loads(line).get("verdict") for line in labels.read_text().splitlines() if line.strip()):
+        raise ValueError(f"out_dir {str(out_dir)!r} already holds labelled images ({labels} has verdicts); "
+                         "choose another folder or move that one away")
+
+
 def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: PathLike, *,
                         per_sheet: int = 48, extra: Optional[Sequence[Dict[str, Any]]] = None) -> Path:
     """Write images, contact sheets and an unlabelled labels file to fill in by eye; returns the labels file.
 
     Writes ``images/{i:04d}.png``, ``contact_sheet_{k:02d}.png`` (``per_sheet`` images each, numbered as the files)
-    and ``labels.jsonl`` with empty ``verdict`` and ``reason``.
+    and ``labels.jsonl`` with empty ``verdict`` and ``reason``.  A folder whose ``labels.jsonl`` already holds a
+    verdict is refused (``ValueError``) and left as it is.
 
     Args:
         images (`Sequence`): uint8 ``(32, 32, 3)`` arrays.
@@ -199,6 +209,7 @@ def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: 
     """
     from PIL import Image
 
+    _refuse_labelled(out_dir)
     if len(images) != len(prompts) or (extra is not None and len(extra) != len(images)):
         raise ValueError(f"got {len(images)} images for {len(prompts)} prompts and "
                          f"{'no' if extra is None else len(extra)} extra rows")

@@ -1,8 +1,8 @@
 r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusion pipeline folder.
 
-    python -m nlg.shapes.train                            # the shipped model (nlg/shapes/weights/shapes_ldm)
+    python -m nlg.shapes.train --threads 1                # the shipped model (nlg/shapes/weights/shapes_ldm), bit-exactly
     python -m nlg.shapes.train --quick --out /tmp/shapes  # a ~1-minute smoke run of the whole recipe
-    python -m nlg.shapes.train --seed 1 --out shapes-seed1  # a second training seed
+    python -m nlg.shapes.train --threads 1 --seed 1 --out shapes-seed1  # a second training seed
 
 Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine AdamW, gradients clipped to norm
 1, atomic checkpoints in ``<out>.partial/``; rerunning the same command resumes bit-exactly):
@@ -33,6 +33,11 @@ Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine A
    at the noisiest steps, and took them from the initial noise.  The caption dropout trains the unconditional
    prediction that classifier-free guidance and NLG need.  The shipped weights are an exponential moving average
    of the UNet's and text encoder's (:class:`nlg.training.loop.EMA`).
+
+   Position captions (44% of the mix, :data:`~nlg.shapes.data.TASK_WEIGHTS`) add a relation loss
+   λ · CE(W h_j, r) on the text encoder's states from the relation word on (λ = 0.1,
+   ``ShapesTraining.relation_loss_weight``): trained jointly without it, the encoder merges ``left of`` and
+   ``right of`` and the model places objects at chance.
 
 The finished pipeline is written with ``save_pretrained`` into a staging folder and renamed into place, with
 ``<out>.json`` (settings, the command, wall time, thread count, sha256 of every weights file) beside it.
@@ -109,7 +114,7 @@ class ShapesTraining:
         unet_channels (`Tuple[int, ...]`, defaults to ``(64, 128, 128)``): the UNet's channels per level, top (16×16)
             first (:func:`~nlg.shapes.model.unet_levels`).
         top_level_attention (`bool`, defaults to False): cross-attention at the UNet's top level (SDXL has none,
-            nor has the shipped v2.2 model: its three levels then cost 0.64 of v2.1's two-level step, measured interleaved).
+            nor have the shipped v2.2 and v2.3 models: their three levels then cost 0.64 of v2.1's two-level step, measured interleaved).
         task_weights (`Tuple[float, ...]`, defaults to :data:`~nlg.shapes.data.TASK_WEIGHTS`): relative frequency
             of each GenEval task among the training captions, in :data:`~nlg.shapes.data.TASKS` order.
         text_layers (`int`, defaults to 2): the text encoder's transformer layers.
@@ -125,13 +130,13 @@ class ShapesTraining:
             ``left of``/``right of`` scene and its mirror image with the other word
             (:func:`~nlg.shapes.data.mirror_scene`), noised with the same ε and timestep, so only the relation word
             tells the two targets apart (0: off, the plain recipe).
-        relation_loss_weight (`float`, defaults to 0.0): weight λ of an auxiliary loss on the text encoder that keeps
+        relation_loss_weight (`float`, defaults to 0.1): weight λ of an auxiliary loss on the text encoder that keeps
             the relation word readable, by a linear map, from every token from that word on (``left of`` …
             ``below``, ``nlg.shapes.data.RELATIONS``): the loss becomes ``L + λ · CE(W h_j, r)``, the cross-entropy
             averaged over those tokens j of the batch's position captions (:func:`relation_labels`), with ``W`` a
             4-way linear head trained alongside and not shipped. Trained jointly without it, the encoder maps
             ``left of`` and ``right of`` to nearly the same states and the UNet never learns the side; with
-            λ = 0.1 it does (shapes guide, results) (0: off).
+            λ = 0.1 it does (shapes guide, results) (0: off, the v2.2 recipe).
         seed (`int`, defaults to 0): seeds the initial weights and every draw.
     """
 
@@ -156,7 +161,7 @@ class ShapesTraining:
     train_text_encoder: bool = True
     coloured_position: float = 0.0
     mirror_pairs: float = 0.0
-    relation_loss_weight: float = 0.0
+    relation_loss_weight: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -445,7 +450,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--mirror-pairs", type=float, default=None,
                         help="share of each batch given to left/right position scenes paired with their mirror twins (default 0)")
     parser.add_argument("--relation-loss", type=float, default=None, dest="relation_loss_weight",
-                        help="weight of an auxiliary loss keeping the relation word readable from the text encoder's later tokens (default 0)")
+                        help="weight of an auxiliary loss keeping the relation word readable from the text encoder's later tokens "
+                             "(default 0.1; 0 when --frozen-text-encoder or --task-weights leave it nothing to train)")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (for log files)")
     args = parser.parse_args(argv)
@@ -465,6 +471,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         overrides["top_level_attention"] = args.top_level_attention
     if args.ema_decay is not None:
         overrides["ema_decay"] = args.ema_decay or None
+    relation_possible = overrides.get("train_text_encoder", True) and overrides.get("task_weights", TASK_WEIGHTS)[TASKS.index("position")] > 0
+    if args.relation_loss_weight is None and not relation_possible:  # the default loss has nothing to act on: off
+        overrides["relation_loss_weight"] = 0.0
     try:
         settings = dataclasses.replace(settings, **overrides)
     except (TypeError, ValueError) as err:

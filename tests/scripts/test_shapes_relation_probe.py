@@ -140,7 +140,7 @@ def test_one_image_run_on_the_shipped_model(tmp_path):
     assert set(initial) == set(encoder) and all(v > 0 for v in initial.values()) and initial != encoder
 
 
-def test_joint_training_taught_the_shipped_encoder_a_from_b_and_unlearnt_left_from_right():
+def test_the_relation_loss_taught_the_shipped_encoder_a_from_b_and_left_from_right():
     from nlg.shapes import load_pipeline
     from nlg.shapes.model import build_text_encoder
 
@@ -148,6 +148,9 @@ def test_joint_training_taught_the_shipped_encoder_a_from_b_and_unlearnt_left_fr
     fresh = SimpleNamespace(tokenizer=pipe.tokenizer, text_encoder=build_text_encoder(seed=1))  # training seed 0 + 1
     trained = probe.encoder_sensitivity(pipe, "circle", "square")
     initial = probe.encoder_sensitivity(fresh, "circle", "square")
-    # the shipped encoder tells A from B apart far more than an untrained one, and left from right far less
+    # the shipped encoder tells A from B apart far more than an untrained one, and left from right too: joint
+    # training without the relation loss merged the two words (v2.2: 2% apart at the end token, against 21% at
+    # initialisation); with it they are 159% apart (benchmarks/results/shapes_relation_probe.md)
     assert trained["A and B swapped"]["end"] > 2 * initial["A and B swapped"]["end"]
-    assert trained["right of"]["end"] < initial["right of"]["end"] / 2
+    assert trained["right of"]["end"] > 2 * initial["right of"]["end"]
+    assert trained["right of"]["end"] > trained["A and B swapped"]["end"]

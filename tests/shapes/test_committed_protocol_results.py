@@ -19,7 +19,8 @@ from nlg.shapes.data import TASKS
 from nlg.shapes.train import safetensors_sha256
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-FILES = sorted(RESULTS.glob("shapes_protocol_*.json")) + sorted(RESULTS.glob("shapes_position/*/shapes_protocol_*.json"))
+FILES = (sorted(RESULTS.glob("shapes_protocol_*.json")) + sorted(RESULTS.glob("shapes_v22/shapes_protocol_*.json"))
+         + sorted(RESULTS.glob("shapes_position/*/shapes_protocol_*.json")))
 
 
 def _verdicts(stem: Path):
@@ -38,7 +39,7 @@ def test_there_are_dev_and_test_results_for_the_shipped_model():
         assert json.loads((RESULTS / f"{name}.json").read_text())["weights_sha256"] == shipped
 
 
-@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[str(f.relative_to(RESULTS).with_suffix("")) for f in FILES])
 def test_accuracies_and_paired_tests_follow_from_the_per_image_verdicts(path):
     summary = json.loads(path.read_text())
     rows = _verdicts(path)

@@ -70,6 +70,12 @@ def test_labelling_set_round_trip_and_agreement(tmp_path):
     assert table["colors"]["accuracy"] == 1.0 and table["single_object"]["human_only"] == 0
     assert table["single_object"]["scorer_only"] == 1 and math.isclose(table["overall"]["accuracy"], 2 / 3)
 
+    # a second run into the labelled folder is refused by name and loses nothing
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="out_dir"):
+        write_labelling_set(images[::-1], prompts[::-1], tmp_path, per_sheet=2)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
 
 def test_read_labels_refuses_bad_rows(tmp_path):
     path = tmp_path / "labels.jsonl"

@@ -53,7 +53,6 @@ def test_training_writes_a_stable_diffusion_folder_and_resumes_bit_exactly(tmp_p
     for name, digest in meta["sha256"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
     expected = dict(dataclasses.asdict(TINY), unet_channels=list(TINY.unet_channels), task_weights=list(TINY.task_weights))
-    del expected["relation_loss_weight"]  # left out at 0, so checkpoints from before the field still resume
     assert meta["settings"] == expected and meta["threads"] == 1 and meta["wall_seconds"] > 0
     assert meta["size_bytes"] <= 30e6
 
@@ -164,7 +163,7 @@ def test_task_weights_text_layers_and_mirror_pairs_build_and_record_that_recipe(
 def test_a_frozen_text_encoder_keeps_its_seeded_initialisation_and_the_unet_still_learns(tmp_path):
     from nlg.shapes.model import build_text_encoder
 
-    settings = dataclasses.replace(TINY, train_text_encoder=False, ema_decay=None)
+    settings = dataclasses.replace(TINY, train_text_encoder=False, ema_decay=None, relation_loss_weight=0.0)
     meta = train(tmp_path / "frozen", settings=settings, progress=False)
     train(tmp_path / "joint", settings=dataclasses.replace(TINY, ema_decay=None), progress=False)
     trained = load_pipeline(tmp_path / "joint")
@@ -205,7 +204,7 @@ def test_the_relation_loss_keeps_left_and_right_apart_and_its_head_is_not_shippe
 
     position = dataclasses.replace(TINY, task_weights=(0.0, 0.0, 0.0, 0.0, 1.0, 0.0), ema_decay=None, steps=30)
     meta = train(tmp_path / "relation", settings=dataclasses.replace(position, relation_loss_weight=1.0), progress=False)
-    plain_meta = train(tmp_path / "plain", settings=position, progress=False)
+    plain_meta = train(tmp_path / "plain", settings=dataclasses.replace(position, relation_loss_weight=0.0), progress=False)
     assert meta["settings"]["relation_loss_weight"] == 1.0 and "relation_loss_weight" not in plain_meta["settings"]
     with_loss, without = load_pipeline(tmp_path / "relation"), load_pipeline(tmp_path / "plain")
     assert set(with_loss.text_encoder.state_dict()) == set(build_text_encoder(seed=0).state_dict())  # no head
@@ -217,12 +216,12 @@ def test_the_relation_loss_needs_position_captions_and_a_trained_encoder_and_is_
     for bad in ({"task_weights": (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)}, {"train_text_encoder": False}):
         with pytest.raises(ValueError, match="relation_loss_weight"):
             ShapesTraining(relation_loss_weight=0.1, **bad)
-    # a checkpoint written before the field existed holds no such key, and must still resume
-    assert "relation_loss_weight" not in DEFAULT_TRAINING.to_dict()
-    assert ShapesTraining(relation_loss_weight=0.1).to_dict()["relation_loss_weight"] == 0.1
+    # a checkpoint written before the field existed holds no such key (it trained without the loss), and must still resume
+    assert "relation_loss_weight" not in ShapesTraining(relation_loss_weight=0.0).to_dict()
+    assert DEFAULT_TRAINING.to_dict()["relation_loss_weight"] == 0.1
 
 
-def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path):
+def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(shapes_train, "train", lambda out, **kw: calls.append(kw["settings"]))
     shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--task-weights", "1", "0", "0", "0", "3", "0",
@@ -231,8 +230,15 @@ def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path)
     assert calls[0].train_text_encoder is True
     shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--frozen-text-encoder"])
     assert calls[1].train_text_encoder is False and calls[1].steps == shapes_train.QUICK_TRAINING.steps
-    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--relation-loss", "0.1"])
-    assert calls[2].relation_loss_weight == 0.1 and calls[0].relation_loss_weight == 0.0
+    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--relation-loss", "0.3"])
+    assert calls[2].relation_loss_weight == 0.3 and calls[0].relation_loss_weight == 0.1  # the default
+    # the default loss is switched off where it has nothing to act on; asked for there, it is refused by name
+    assert calls[1].relation_loss_weight == 0.0
+    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--task-weights", "1", "1", "1", "1", "0", "1"])
+    assert calls[3].relation_loss_weight == 0.0
+    with pytest.raises(SystemExit):
+        shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--frozen-text-encoder", "--relation-loss", "0.1"])
+    assert "relation_loss_weight" in capsys.readouterr().err and len(calls) == 4
     with pytest.raises(SystemExit):
         shapes_train.main(["--quick", "--task-weights", "1", "0", "0", "0", "0", "-1"])
 
@@ -290,3 +296,10 @@ def test_default_unet_levels_are_the_shipped_architecture():
 def test_bad_settings_name_the_field(key, bad):
     with pytest.raises((TypeError, ValueError), match=key):
         ShapesTraining(**{key: bad})
+
+
+def test_the_default_settings_are_the_shipped_models():
+    # `python -m nlg.shapes.train --threads 1` is the command that reproduces the shipped weights
+    record = json.loads(DEFAULT_FOLDER.with_suffix(".json").read_text())
+    assert record["settings"] == DEFAULT_TRAINING.to_dict() and record["threads"] == 1
+    assert record["sha256"] == shapes_train.safetensors_sha256(DEFAULT_FOLDER)
