@@ -63,8 +63,8 @@ DEFAULT_PIPELINE = Path(__file__).resolve().parent / "weights" / "shapes_ldm"
 #: DDIM steps users should use.
 DEFAULT_INFERENCE_STEPS = 20
 #: The classifier-free guidance scale users should use, 2.  Chosen on the protocol's development seeds
-#: (``benchmarks/results/shapes_protocol_dev.md``: 553 prompts × 1 dev seed, DDIM 20): GenEval overall 71.9% at
-#: CFG 1, 83.3% at 2 and 79.4% at 3; stronger guidance loses single objects and counts.
+#: (``benchmarks/results/shapes_protocol_dev.md``: 553 prompts × 1 dev seed, DDIM 20): GenEval overall 69.9% at
+#: CFG 1, 81.8% at 2 and 78.5% at 3; stronger guidance loses single objects and counts.
 DEFAULT_GUIDANCE_SCALE = 2.0
 
 _WORD = re.compile(r"[^\W\d_]+|\d|[^\s\w]+", re.UNICODE)
