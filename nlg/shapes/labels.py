@@ -185,11 +185,23 @@ def sample_labelling_set(pipe: Any, plan: Sequence[Dict[str, Any]], out_dir: Pat
 
 
 def _refuse_labelled(out_dir: PathLike) -> None:
-    """Raise a ValueError naming ``out_dir`` if its ``labels.jsonl`` holds a verdict: labels by eye are not redone."""
+    """Raise a ValueError naming ``out_dir`` if its ``labels.jsonl`` holds any labelling (a ``verdict``, ``reason``
+    or ``note`` that is not empty) or cannot be read: labels by eye are never overwritten."""
     labels = Path(out_dir) / "labels.jsonl"
-    if labels.is_file() and any(json.loads(line).get("verdict") for line in labels.read_text().splitlines() if line.strip()):
-        raise ValueError(f"out_dir {str(out_dir)!r} already holds labelled images ({labels} has verdicts); "
-                         "choose another folder or move that one away")
+    if not labels.is_file():
+        return
+    refuse = f"out_dir {str(out_dir)!r} already holds a labels file"
+    for number, line in enumerate(labels.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{refuse} that is not JSON Lines ({labels}:{number}: {err.msg}); move it away first") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{refuse} with a row that is not an object ({labels}:{number}); move it away first")
+        if any(row.get(key) not in (None, "") for key in ("verdict", "reason", "note")):
+            raise ValueError(f"{refuse} with labels in it ({labels}:{number}); choose another folder or move that one away")
 
 
 def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: PathLike, *,
@@ -317,6 +329,7 @@ def _sample(args: argparse.Namespace) -> int:
     from . import DEFAULT_INFERENCE_STEPS, load_pipeline
 
     plan = labelling_plan(args.per_task, args.guidance_scales, args.seed, args.prompts, args.nlg_budgets)
+    _refuse_labelled(args.out)  # before loading the model
     steps = DEFAULT_INFERENCE_STEPS if args.steps is None else args.steps
     print(sample_labelling_set(load_pipeline(args.pipeline), plan, args.out, num_inference_steps=steps,
                                per_sheet=args.per_sheet))

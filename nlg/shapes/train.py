@@ -1,11 +1,12 @@
 r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusion pipeline folder.
 
-    python -m nlg.shapes.train --threads 1                # the shipped model (nlg/shapes/weights/shapes_ldm), bit-exactly
+    python -m nlg.shapes.train --threads 1                # the shipped recipe, into nlg/shapes/weights/shapes_ldm
     python -m nlg.shapes.train --quick --out /tmp/shapes  # a ~1-minute smoke run of the whole recipe
     python -m nlg.shapes.train --threads 1 --seed 1 --out shapes-seed1  # a second training seed
 
 Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine AdamW, gradients clipped to norm
-1, atomic checkpoints in ``<out>.partial/``; rerunning the same command resumes bit-exactly):
+1, atomic checkpoints in ``<out>.partial/``; rerunning the same command resumes bit-exactly; a run is bit-exact per CPU and thread count, so the shipped
+files come back only on a CPU like the one that trained them):
 
 1. **VAE.** ``AutoencoderKL`` on the rendered scenes, loss
    :math:`\lVert D(z) - x\rVert_1 + \lVert D(z) - x\rVert_2^2 + \beta\,\mathrm{KL}(q(z|x)\,\Vert\,\mathcal N(0, I))
@@ -37,7 +38,7 @@ Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine A
    Position captions (44% of the mix, :data:`~nlg.shapes.data.TASK_WEIGHTS`) add a relation loss
    λ · CE(W h_j, r) on the text encoder's states from the relation word on (λ = 0.1,
    ``ShapesTraining.relation_loss_weight``): trained jointly without it, the encoder merges ``left of`` and
-   ``right of`` and the model places objects at chance.
+   ``right of`` and the model places objects left or right at chance.
 
 The finished pipeline is written with ``save_pretrained`` into a staging folder and renamed into place, with
 ``<out>.json`` (settings, the command, wall time, thread count, sha256 of every weights file) beside it.
@@ -114,13 +115,13 @@ class ShapesTraining:
         unet_channels (`Tuple[int, ...]`, defaults to ``(64, 128, 128)``): the UNet's channels per level, top (16×16)
             first (:func:`~nlg.shapes.model.unet_levels`).
         top_level_attention (`bool`, defaults to False): cross-attention at the UNet's top level (SDXL has none,
-            nor have the shipped v2.2 and v2.3 models: their three levels then cost 0.64 of v2.1's two-level step, measured interleaved).
+            nor have v2.2 and the shipped v2.3: their three levels then cost 0.64 of v2.1's two-level step, measured interleaved).
         task_weights (`Tuple[float, ...]`, defaults to :data:`~nlg.shapes.data.TASK_WEIGHTS`): relative frequency
             of each GenEval task among the training captions, in :data:`~nlg.shapes.data.TASKS` order.
         text_layers (`int`, defaults to 2): the text encoder's transformer layers.
         train_text_encoder (`bool`, defaults to True): train the text encoder jointly with the UNet. ``False`` keeps
             it at its seeded initialisation, as Stable Diffusion keeps its pretrained CLIP encoder frozen: trained
-            jointly, the encoder learns to map ``left of`` and ``right of`` to nearly the same states (2% apart at
+            jointly without the relation loss (``relation_loss_weight=0``, the v2.2 recipe), the encoder learns to map ``left of`` and ``right of`` to nearly the same states (2% apart at
             the end-of-text token, against 21% at initialisation; ``benchmarks/shapes_relation_probe.py``). Frozen,
             the words stay apart, but the UNet still does not learn the side, and colours suffer (shapes guide).
         coloured_position (`float`, defaults to 0.0): share of the position captions that also name the two objects'
@@ -197,13 +198,15 @@ class ShapesTraining:
         if self.mirror_pairs > 0 and not has_position:
             raise ValueError("mirror_pairs needs position captions: give task_weights a positive position weight")
         if self.relation_loss_weight > 0 and not (has_position and self.train_text_encoder):
-            raise ValueError("relation_loss_weight needs position captions and a trained text encoder "
-                             "(a positive position weight in task_weights, train_text_encoder=True)")
+            raise ValueError("relation_loss_weight needs position captions and a trained text encoder (a positive "
+                             "position weight in task_weights, train_text_encoder=True); set relation_loss_weight=0 "
+                             "(--relation-loss 0) to train without it")
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings as plain JSON values (``unet_channels`` a list), as recorded and compared on resume.
 
-        ``relation_loss_weight`` is left out at 0, so checkpoints written before the field existed still resume."""
+        ``relation_loss_weight`` is left out at 0, so checkpoints written before the field existed still resume: in
+        a record, a missing ``relation_loss_weight`` means 0 (those runs had no relation loss), not the default."""
         out = dict(dataclasses.asdict(self), unet_channels=list(self.unet_channels), task_weights=list(self.task_weights))
         if self.relation_loss_weight == 0:
             del out["relation_loss_weight"]
@@ -471,7 +474,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         overrides["top_level_attention"] = args.top_level_attention
     if args.ema_decay is not None:
         overrides["ema_decay"] = args.ema_decay or None
-    relation_possible = overrides.get("train_text_encoder", True) and overrides.get("task_weights", TASK_WEIGHTS)[TASKS.index("position")] > 0
+    relation_possible = (overrides.get("train_text_encoder", settings.train_text_encoder)
+                         and overrides.get("task_weights", settings.task_weights)[TASKS.index("position")] > 0)
     if args.relation_loss_weight is None and not relation_possible:  # the default loss has nothing to act on: off
         overrides["relation_loss_weight"] = 0.0
     try:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nlg.shapes.data import ShapeObject, render
-from nlg.shapes.labels import agreement, contact_sheet, read_labels, score_labels, write_labelling_set
+from nlg.shapes.labels import agreement, contact_sheet, read_labels, sample_labelling_set, score_labels, write_labelling_set
 
 
 def test_agreement_matches_a_hand_computed_example():
@@ -75,6 +75,31 @@ def test_labelling_set_round_trip_and_agreement(tmp_path):
     with pytest.raises(ValueError, match="out_dir"):
         write_labelling_set(images[::-1], prompts[::-1], tmp_path, per_sheet=2)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_labels_by_eye_are_never_overwritten_but_an_unlabelled_set_is(tmp_path):
+    image, prompt = render([ShapeObject("circle", "red", 8, 8, 14)]), "a photo of a red circle"
+    write_labelling_set([image], [prompt], tmp_path)
+    write_labelling_set([image, image], [prompt, prompt], tmp_path)  # nothing labelled yet: rewritten
+    labels = tmp_path / "labels.jsonl"
+    assert len(labels.read_text().splitlines()) == 2
+
+    def sample_must_not_run(*args, **kwargs):
+        raise AssertionError("sampled before refusing")
+
+    plan = [{"prompt": prompt, "seed": 1, "guidance_scale": 1.0}]
+    row = json.loads(labels.read_text().splitlines()[0])
+    for half_done in ({"note": "unclear: a rounded square?"}, {"verdict": "correct"}):
+        labels.write_text(json.dumps({**row, **half_done}) + "\n")
+        with pytest.raises(ValueError, match="out_dir"):
+            write_labelling_set([image], [prompt], tmp_path)
+        with pytest.raises(ValueError, match="out_dir"):
+            sample_labelling_set(sample_must_not_run, plan, tmp_path, num_inference_steps=2)
+    for damaged in ("{not json", "[1, 2]"):
+        labels.write_text(damaged + "\n")
+        with pytest.raises(ValueError, match="labels.jsonl:1"):
+            write_labelling_set([image], [prompt], tmp_path)
+        assert labels.read_text() == damaged + "\n"
 
 
 def test_read_labels_refuses_bad_rows(tmp_path):

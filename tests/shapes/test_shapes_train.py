@@ -236,9 +236,13 @@ def test_task_weights_and_text_layers_on_the_command_line(monkeypatch, tmp_path,
     assert calls[1].relation_loss_weight == 0.0
     shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--task-weights", "1", "1", "1", "1", "0", "1"])
     assert calls[3].relation_loss_weight == 0.0
-    with pytest.raises(SystemExit):
-        shapes_train.main(["--quick", "--out", str(tmp_path / "q"), "--frozen-text-encoder", "--relation-loss", "0.1"])
-    assert "relation_loss_weight" in capsys.readouterr().err and len(calls) == 4
+    no_position = ["--task-weights", "1", "1", "1", "1", "0", "1"]
+    shapes_train.main(["--quick", "--out", str(tmp_path / "q"), *no_position, "--relation-loss", "0"])
+    assert calls[4].relation_loss_weight == 0.0
+    for asked in (["--frozen-text-encoder"], no_position):
+        with pytest.raises(SystemExit):
+            shapes_train.main(["--quick", "--out", str(tmp_path / "q"), *asked, "--relation-loss", "0.1"])
+        assert "relation_loss_weight" in capsys.readouterr().err and len(calls) == 5
     with pytest.raises(SystemExit):
         shapes_train.main(["--quick", "--task-weights", "1", "0", "0", "0", "0", "-1"])
 
