@@ -150,7 +150,7 @@ def test_the_relation_loss_taught_the_shipped_encoder_a_from_b_and_left_from_rig
     initial = probe.encoder_sensitivity(fresh, "circle", "square")
     # the shipped encoder tells A from B apart far more than an untrained one, and left from right too: joint
     # training without the relation loss merged the two words (v2.2: 2% apart at the end token, against 21% at
-    # initialisation); with it they are 159% apart (benchmarks/results/shapes_relation_probe.md)
+    # initialisation); with it they are 159% apart (benchmarks/results/shapes_relation_probe.md, the shipped v2.3)
     assert trained["A and B swapped"]["end"] > 2 * initial["A and B swapped"]["end"]
     assert trained["right of"]["end"] > 2 * initial["right of"]["end"]
     assert trained["right of"]["end"] > trained["A and B swapped"]["end"]
