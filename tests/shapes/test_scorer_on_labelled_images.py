@@ -38,8 +38,8 @@ def test_scorer_agrees_with_the_human_labels_per_task_and_overall():
 #: eye before the scorer was run:
 #:
 #: * ``shapes_labels_v23``, the shipped v2.3 model: agreement 0.903 (κ 0.736); the scorer calls 53 correct where the
-#:   labeller called 56 (it rejects three as garbage, one a square shading from cyan to green, and misses a circle
-#:   cut by the frame), so on v2.3 it is, if anything, strict;
+#:   labeller called 56 (it rejects three as garbage, one a square shading from cyan to green, and finds an object
+#:   missing in two, one a circle cut by the frame), so on v2.3 it is, if anything, strict;
 #: * ``shapes_labels_v22``, the v2.2 model: agreement 0.889 (κ 0.665); the scorer calls 59 correct where the
 #:   labeller called 55 (circles that are octagons or ovals, objects cut by the frame), so on v2.2 it is about 5
 #:   points lenient;
