@@ -12,7 +12,6 @@ unreadable image) is a ``ValueError`` naming the file, raised before any trainin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..utils.io import read_json_lines
 from ..utils.types import PathLike
 
 __all__ = ["IMAGE_EXTENSIONS", "read_image_folder", "load_images"]
@@ -48,14 +48,8 @@ def read_image_folder(folder: PathLike) -> List[Tuple[Path, str]]:
     metadata = folder / "metadata.jsonl"
     if metadata.is_file():
         captions = {}
-        for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"data_dir: {metadata} line {number} is not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("file_name"), str) or not isinstance(row.get("text"), str):
+        for number, row in read_json_lines(metadata, "data_dir"):
+            if not isinstance(row.get("file_name"), str) or not isinstance(row.get("text"), str):
                 raise ValueError(f'data_dir: {metadata} line {number} needs "file_name" and "text" strings')
             captions[row["file_name"]] = row["text"]
         missing = sorted(name for name in captions if not (folder / name).is_file())

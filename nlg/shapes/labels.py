@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..utils.io import atomic_write, atomic_write_text
+from ..utils.io import atomic_write, atomic_write_text, read_json_lines
 from ..utils.types import PathLike
 from .data import TASKS
 from .metadata import caption_metadata
@@ -190,18 +190,10 @@ def _refuse_labelled(out_dir: PathLike) -> None:
     labels = Path(out_dir) / "labels.jsonl"
     if not labels.is_file():
         return
-    refuse = f"out_dir {str(out_dir)!r} already holds a labels file"
-    for number, line in enumerate(labels.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{refuse} that is not JSON Lines ({labels}:{number}: {err.msg}); move it away first") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{refuse} with a row that is not an object ({labels}:{number}); move it away first")
+    for number, row in read_json_lines(labels, "out_dir"):  # an unreadable labels file is refused too
         if any(row.get(key) not in (None, "") for key in ("verdict", "reason", "note")):
-            raise ValueError(f"{refuse} with labels in it ({labels}:{number}); choose another folder or move that one away")
+            raise ValueError(f"out_dir {str(out_dir)!r} already holds labels ({labels} line {number}); choose another "
+                             "folder or move that one away")
 
 
 def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: PathLike, *,

@@ -14,11 +14,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Tuple
 
 from .types import PathLike
 
-__all__ = ["TMP_SUFFIX", "DISK_FULL", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_torch", "atomic_save_figure", "sha256_file"]
+__all__ = ["TMP_SUFFIX", "DISK_FULL", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_torch", "atomic_save_figure", "sha256_file", "read_json_lines"]
 
 #: Suffix of the temporary files :func:`atomic_write` writes (and that resumable jobs may delete).
 TMP_SUFFIX = ".tmp"
@@ -90,3 +90,20 @@ def sha256_file(path: PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json_lines(path: PathLike, name: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """``(line number, row)`` for each non-blank line of a JSON Lines file (a UTF-8 byte-order mark is allowed).
+
+    Raises a ValueError naming ``name`` (the argument the file came from), the file and the line, for a line that is
+    not JSON or not a JSON object."""
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name}: {path} line {number} is not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{name}: {path} line {number} is not a JSON object")
+        yield number, row

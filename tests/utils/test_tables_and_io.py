@@ -60,3 +60,15 @@ def test_a_failing_figure_write_keeps_the_old_file_and_leaves_no_temporary(tmp_p
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["plot.png"]
     with pytest.raises(ValueError, match="path"):
         atomic_save_figure(fig, tmp_path / "plot")
+
+
+def test_read_json_lines_skips_blank_lines_and_names_the_argument_and_line_of_a_bad_one(tmp_path):
+    from nlg.utils.io import read_json_lines
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes("\ufeff{\"a\": 1}\n\n   \n{\"b\": [2]}\n".encode("utf-8"))
+    assert list(read_json_lines(path, "data_dir")) == [(1, {"a": 1}), (4, {"b": [2]})]
+    for bad, why in (("{\"a\": 1}\n{oops\n", "is not JSON"), ("{\"a\": 1}\n[1, 2]\n", "is not a JSON object")):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=f"^data_dir: .*rows.jsonl line 2 {why}"):
+            list(read_json_lines(path, "data_dir"))
