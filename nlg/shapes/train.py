@@ -5,8 +5,8 @@ r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusio
     python -m nlg.shapes.train --threads 1 --seed 1 --out shapes-seed1  # a second training seed
 
 Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine AdamW, gradients clipped to norm
-1, atomic checkpoints in ``<out>.partial/``; rerunning the same command resumes bit-exactly; a run is bit-exact per CPU and thread count, so the shipped
-files come back only on a CPU like the one that trained them):
+1, atomic checkpoints in ``<out>.partial/``; rerunning the same command resumes bit-exactly; a run is bit-exact
+per CPU and thread count, so the shipped files come back only on a CPU like the one that trained them):
 
 1. **VAE.** ``AutoencoderKL`` on the rendered scenes, loss
    :math:`\lVert D(z) - x\rVert_1 + \lVert D(z) - x\rVert_2^2 + \beta\,\mathrm{KL}(q(z|x)\,\Vert\,\mathcal N(0, I))
@@ -121,8 +121,9 @@ class ShapesTraining:
         text_layers (`int`, defaults to 2): the text encoder's transformer layers.
         train_text_encoder (`bool`, defaults to True): train the text encoder jointly with the UNet. ``False`` keeps
             it at its seeded initialisation, as Stable Diffusion keeps its pretrained CLIP encoder frozen: trained
-            jointly without the relation loss (``relation_loss_weight=0``, the v2.2 recipe), the encoder learns to map ``left of`` and ``right of`` to nearly the same states (2% apart at
-            the end-of-text token, against 21% at initialisation; ``benchmarks/shapes_relation_probe.py``). Frozen,
+            jointly without the relation loss (``relation_loss_weight=0``, the v2.2 recipe), the encoder learns to
+            map ``left of`` and ``right of`` to nearly the same states (2% apart at the end-of-text token, against
+            21% at initialisation; ``benchmarks/shapes_relation_probe.py``). Frozen,
             the words stay apart, but the UNet still does not learn the side, and colours suffer (shapes guide).
         coloured_position (`float`, defaults to 0.0): share of the position captions that also name the two objects'
             colours (a training-only template, :func:`~nlg.shapes.data.sample_scene`): there the relation word
