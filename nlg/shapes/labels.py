@@ -201,8 +201,8 @@ def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: 
     """Write images, contact sheets and an unlabelled labels file to fill in by eye; returns the labels file.
 
     Writes ``images/{i:04d}.png``, ``contact_sheet_{k:02d}.png`` (``per_sheet`` images each, numbered as the files)
-    and ``labels.jsonl`` with empty ``verdict`` and ``reason``.  A folder whose ``labels.jsonl`` already holds a
-    verdict is refused (``ValueError``) and left as it is.
+    and ``labels.jsonl`` with empty ``verdict`` and ``reason``.  A folder whose ``labels.jsonl`` already holds any
+    labelling (a ``verdict``, ``reason`` or ``note``), or cannot be read, is refused (``ValueError``) and left as it is.
 
     Args:
         images (`Sequence`): uint8 ``(32, 32, 3)`` arrays.
@@ -237,14 +237,12 @@ def read_labels(path: PathLike) -> List[Dict[str, Any]]:
     """The labelled rows of a labels file (rows with an empty verdict are skipped), validated.
 
     Raises:
-        ValueError: naming the line of a row without ``image``/``prompt``, with an unknown ``verdict``, or with a
-            ``reason`` outside :data:`~nlg.shapes.scorer.FAILURE_REASONS` (or a reason on a correct verdict).
+        ValueError: naming the line of a row that is not a JSON object, without ``image``/``prompt``, with an
+            unknown ``verdict``, or with a ``reason`` outside :data:`~nlg.shapes.scorer.FAILURE_REASONS` (or a reason
+            on a correct verdict).
     """
     rows = []
-    for number, text in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not text.strip():
-            continue
-        row = json.loads(text)
+    for number, row in read_json_lines(path, "labels"):
         where = f"{path}:{number}"
         if not isinstance(row.get("image"), str) or not isinstance(row.get("prompt"), str):
             raise ValueError(f"{where}: a label needs 'image' and 'prompt' strings, got {row}")

@@ -111,6 +111,9 @@ def test_read_labels_refuses_bad_rows(tmp_path):
         path.write_text(json.dumps(row) + "\n")
         with pytest.raises(ValueError, match=match):
             read_labels(path)
+    path.write_text('["a.png", "correct"]\n')
+    with pytest.raises(ValueError, match="labels: .*labels.jsonl line 1 is not a JSON object"):
+        read_labels(path)
 
 
 def test_labelling_plan_spreads_tasks_scales_and_seeds():
