@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..utils.io import atomic_write, atomic_write_text
+from ..utils.io import atomic_write, atomic_write_text, read_json_lines
 from ..utils.types import PathLike
 from .data import BACKGROUND, IMAGE_SIZE, PALETTE, ShapeObject, render
 
@@ -194,7 +194,7 @@ def load_garbage_set(directory: PathLike = GARBAGE_DIR) -> List[Tuple[str, str, 
     from PIL import Image
 
     directory = Path(directory)
-    rows = [json.loads(line) for line in (directory / "garbage.jsonl").read_text().splitlines() if line.strip()]
+    rows = [row for _, row in read_json_lines(directory / "garbage.jsonl", "directory")]
     return [(r["kind"], r["prompt"], np.asarray(Image.open(directory / r["file"]).convert("RGB"))) for r in rows]
 
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_write_text, read_json_lines
 from .data import COLOURS, NUMBERS, RELATIONS, SHAPES, TASKS, plural
 from .metadata import caption_metadata, scene_metadata
 from .scorer import (
@@ -158,7 +158,7 @@ def load_prompts(path: Union[str, Path] = PROMPTS_PATH, tasks: Optional[Sequence
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"tasks must be among {TASKS}, got {sorted(unknown)}")
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = [row for _, row in read_json_lines(path, "path")]
     return [r for r in rows if tasks is None or r["tag"] in tasks]
 
 

@@ -213,6 +213,16 @@ def test_prompt_file_is_the_generated_genEval_sized_set():
         load_prompts(tasks=["spelling"])
 
 
+def test_a_broken_prompt_file_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "evaluation_metadata.jsonl"
+    path.write_text(PROMPTS_PATH.read_text().splitlines()[0] + "\n\n[1, 2]\n")
+    with pytest.raises(ValueError, match=r"path: .* line 3 is not a JSON object"):
+        load_prompts(path)
+    path.write_text('{"tag": "single_object"\n')
+    with pytest.raises(ValueError, match=r"path: .* line 1 is not JSON"):
+        load_prompts(path)
+
+
 def test_distinct_prompts_enumerate_each_template_space():
     n_shapes, n_colours = len(SHAPES), len(COLOURS)
     expected = {"single_object": n_shapes, "two_object": n_shapes * (n_shapes - 1), "counting": n_shapes * 3,
