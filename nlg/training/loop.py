@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import platform
 import shlex
 import sys
 import time
@@ -364,6 +365,19 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+def cpu_model() -> str:
+    """This machine's CPU model (``model name`` in ``/proc/cpuinfo``; else :func:`platform.processor`, else the
+    architecture). Training is bit-exact per CPU and thread count, so the record names both."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def training_record(
     settings: Mapping[str, Any],
     result: LoopResult,
@@ -377,7 +391,8 @@ def training_record(
     Args:
         settings (`Mapping[str, Any]`): the training settings (JSON-able).
         result (`LoopResult`): what :func:`train_loop` returned.
-        threads (`int`): torch threads used (results are bit-exact per thread count).
+        threads (`int`): torch threads used (results are bit-exact per CPU model and thread count; the record
+            names both, ``cpu`` from :func:`cpu_model`).
         command (`str`, *optional*): the command; defaults to ``shlex.join(sys.argv)`` with ``python -m`` restored
             for module runs.
         **extra: further fields (hashes, parameter counts, …).
@@ -388,6 +403,7 @@ def training_record(
         "command": command,
         "settings": dict(settings),
         "threads": threads,
+        "cpu": cpu_model(),
         "wall_seconds": round(result.elapsed, 1),
         "wall_minutes": round(result.elapsed / 60, 1),
         "final_loss_mean_last_200": round(sum(tail) / len(tail), 5) if tail else None,

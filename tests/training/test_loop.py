@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,6 +127,10 @@ def test_training_record_holds_the_command_and_loss():
     assert record["command"] == "python -m x --y"
     assert record["final_loss_mean_last_200"] == pytest.approx(sum(result.losses) / 3, abs=1e-5)
     assert record["settings"] == {"x": 1} and record["threads"] == 1
+    assert isinstance(record["cpu"], str) and record["cpu"].strip()  # bit-exact per CPU: the record names it
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        assert f": {record['cpu']}" in cpuinfo.read_text()
 
 
 def test_gradient_accumulation_steps_with_the_mean_gradient_of_its_micro_batches():
