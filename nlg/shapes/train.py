@@ -6,8 +6,8 @@ r"""Train the shapes text-to-image model on CPU and save it as a Stable Diffusio
 
 Both phases run through :func:`nlg.training.loop.train_loop` (warm-up + cosine AdamW, gradients clipped to norm
 1, atomic checkpoints in ``<out>.partial/``; rerunning the same command resumes bit-exactly; a run is bit-exact
-per CPU and thread count, so the shipped files come back only on a CPU like the one that trained them; records from now on name it,
-``cpu``):
+per CPU and thread count, so the shipped files come back only on a CPU like the one that trained them; records
+written from now on name the CPU, ``cpu``):
 
 1. **VAE.** ``AutoencoderKL`` on the rendered scenes, loss
    :math:`\lVert D(z) - x\rVert_1 + \lVert D(z) - x\rVert_2^2 + \beta\,\mathrm{KL}(q(z|x)\,\Vert\,\mathcal N(0, I))
