@@ -354,7 +354,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     head = [f"# Shapes protocol, {args.split} split{f' ({args.tag})' if args.tag else ''}", "",
             f"{n_prompts} prompts × {args.images_per_prompt} images ({args.split} seeds), model "
             f"`{folder.name}` (unet sha256 {sha.get('unet/diffusion_pytorch_model.safetensors', '?')[:16]}…); "
-            f"best plain CFG scale (dev, {d} steps): {best_cfg:g}; baseline `{baseline}`.", "",
+            f"best plain CFG scale ({'--best-cfg' if args.best_cfg is not None else f'dev, {d} steps'}): {best_cfg:g}; "
+            f"baseline `{baseline}`.", "",
             f"Reproduce: `{command}`", ""]
     rows = []
     for s in settings:
