@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..utils.io import atomic_save_torch
 from ..utils.types import PathLike
 
-__all__ = ["LoopConfig", "LoopResult", "EMA", "warmup_cosine", "train_loop", "training_record", "command_line"]
+__all__ = ["LoopConfig", "LoopResult", "EMA", "warmup_cosine", "train_loop", "training_record", "command_line", "cpu_model"]
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -366,7 +366,7 @@ def command_line() -> str:
 
 
 def cpu_model() -> str:
-    """This machine's CPU model (``model name`` in ``/proc/cpuinfo``; else :func:`platform.processor`, else the
+    """This machine's CPU model (``model name`` in ``/proc/cpuinfo``; else ``platform.processor()``, else the
     architecture). Training is bit-exact per CPU and thread count, so the record names both."""
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
