@@ -76,6 +76,18 @@ def test_tables_agree_with_the_cached_images(tmp_path, pipeline):
     dev, test = _pngs(cache), _pngs(cache.parent / "test")
     assert dev.keys() == test.keys()
     assert all(not np.array_equal(dev[k], test[k]) for k in dev)
+    chosen = (tmp_path / "out" / "shapes_protocol_test.md").read_text()
+    assert f"best plain CFG scale (dev, 4 steps): {summary['best_cfg']:g};" in chosen
+
+    # a scale given by --best-cfg is named as given, and --baseline changes what every configuration is paired with
+    assert _run(bench, pipeline, tmp_path / "out", tmp_path / "cache", "--split", "test", "--best-cfg", "3",
+                "--baseline", "cfg1-s4", "--tag", "given") == 0
+    given = json.loads((tmp_path / "out" / "shapes_protocol_test_given.json").read_text())
+    assert given["best_cfg"] == 3.0 and given["baseline"] == "cfg1-s4" and "cfg1-s4" not in given["versus_baseline"]
+    assert "best plain CFG scale (--best-cfg): 3; baseline `cfg1-s4`." in (
+        tmp_path / "out" / "shapes_protocol_test_given.md").read_text()
+    with pytest.raises(SystemExit, match="baseline"):
+        _run(bench, pipeline, tmp_path / "out", tmp_path / "cache", "--split", "test", "--baseline", "cfg9-s4")
 
 
 @pytest.mark.slow
