@@ -27,7 +27,7 @@ import torch
 
 from ..shapes.data import BACKGROUND, COLOURS, IMAGE_SIZE, PALETTE, render, scene_from_seed
 from ..shapes.scorer import MIN_AREA, assign_pixels
-from ..utils.io import atomic_write, atomic_write_text
+from ..utils.io import atomic_write, atomic_write_json_lines
 from ..utils.types import PathLike
 
 __all__ = ["CONCEPT", "NIGHT", "NOON", "cross_mask", "render_cross", "concept_scenes", "is_cross", "shows_cross",
@@ -136,8 +136,8 @@ def write_image_folder(folder: PathLike, images: np.ndarray, captions: Sequence[
         buffer = io.BytesIO()
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
         atomic_write(folder / f"{i:04d}.png", lambda handle, data=buffer.getvalue(): handle.write(data))
-    rows = [json.dumps({"file_name": f"{i:04d}.png", "text": text}) for i, text in enumerate(captions)]
-    atomic_write_text(folder / "metadata.jsonl", "\n".join(rows) + "\n")
+    atomic_write_json_lines(folder / "metadata.jsonl",
+                            [{"file_name": f"{i:04d}.png", "text": text} for i, text in enumerate(captions)])
     return folder
 
 

@@ -8,14 +8,13 @@ them objects.  The set is deterministic (one ``torch.Generator`` per image) and 
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ..utils.io import atomic_write, atomic_write_text, read_json_lines
+from ..utils.io import atomic_write, atomic_write_json_lines, read_json_lines
 from ..utils.types import PathLike
 from .data import BACKGROUND, IMAGE_SIZE, PALETTE, ShapeObject, render
 
@@ -183,9 +182,9 @@ def write_garbage_set(out_dir: PathLike = GARBAGE_DIR, seed: int = 0) -> Path:
     rows = []
     for kind, prompt, image in garbage_images(seed):
         atomic_write(out / f"{kind}.png", lambda f, image=image: Image.fromarray(image).save(f, format="PNG"))
-        rows.append(json.dumps({"file": f"{kind}.png", "kind": kind, "prompt": prompt}) + "\n")
+        rows.append({"file": f"{kind}.png", "kind": kind, "prompt": prompt})
     manifest = out / "garbage.jsonl"
-    atomic_write_text(manifest, "".join(rows))
+    atomic_write_json_lines(manifest, rows)
     return manifest
 
 

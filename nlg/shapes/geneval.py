@@ -15,14 +15,13 @@ The prompt set (:func:`build_prompts`: 553 prompts in GenEval's task proportions
 from __future__ import annotations
 
 import copy
-import json
 from itertools import permutations
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from ..utils.io import atomic_write_text, read_json_lines
+from ..utils.io import atomic_write_json_lines, read_json_lines
 from .data import COLOURS, NUMBERS, RELATIONS, SHAPES, TASKS, plural
 from .metadata import caption_metadata, scene_metadata
 from .scorer import (
@@ -148,7 +147,7 @@ def write_prompts(path: Union[str, Path] = PROMPTS_PATH, prompts: Optional[List[
     """Write prompts (default :func:`build_prompts`) as JSON lines."""
     path = Path(path)
     prompts = build_prompts() if prompts is None else prompts
-    atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in prompts))
+    atomic_write_json_lines(path, prompts)
     return path
 
 

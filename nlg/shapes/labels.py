@@ -29,7 +29,6 @@ and ``p_o = (a + d)/n`` (κ is ``nan`` when ``p_e = 1``: both raters gave one ve
 """
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -38,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..utils.io import atomic_write, atomic_write_text, read_json_lines
+from ..utils.io import atomic_write, atomic_write_json_lines, atomic_write_text, read_json_lines
 from ..utils.types import PathLike
 from .data import TASKS
 from .metadata import caption_metadata
@@ -229,7 +228,7 @@ def write_labelling_set(images: Sequence[Any], prompts: Sequence[str], out_dir: 
         contact_sheet(images[first : first + per_sheet], prompts[first : first + per_sheet],
                       out / f"contact_sheet_{k:02d}.png", start=first)
     labels = out / "labels.jsonl"
-    atomic_write_text(labels, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_json_lines(labels, rows)
     return labels
 
 

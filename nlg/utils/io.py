@@ -14,11 +14,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterator, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, Tuple
 
 from .types import PathLike
 
-__all__ = ["TMP_SUFFIX", "DISK_FULL", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_torch", "atomic_save_figure", "sha256_file", "read_json_lines"]
+__all__ = ["TMP_SUFFIX", "DISK_FULL", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_save_torch", "atomic_save_figure", "sha256_file", "read_json_lines", "atomic_write_json_lines"]
 
 #: Suffix of the temporary files :func:`atomic_write` writes (and that resumable jobs may delete).
 TMP_SUFFIX = ".tmp"
@@ -107,3 +107,14 @@ def read_json_lines(path: PathLike, name: str) -> Iterator[Tuple[int, Dict[str, 
         if not isinstance(row, dict):
             raise ValueError(f"{name}: {path} line {number} is not a JSON object")
         yield number, row
+
+
+def atomic_write_json_lines(path: PathLike, rows: Iterable[Dict[str, Any]]) -> None:
+    """:func:`atomic_write` of ``rows`` as JSON Lines, one ``json.dumps`` object per line, read back by
+    :func:`read_json_lines`. A row that is not a dict is a TypeError naming ``rows``, and nothing is written."""
+    lines = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"rows[{i}] must be a dict (one JSON object per line), got {type(row).__name__}")
+        lines.append(json.dumps(row) + "\n")
+    atomic_write_text(path, "".join(lines))

@@ -1,5 +1,6 @@
 """nlg.utils: tables read back what they wrote, and files are replaced whole or not at all."""
 
+import json
 import os
 
 import matplotlib
@@ -72,3 +73,18 @@ def test_read_json_lines_skips_blank_lines_and_names_the_argument_and_line_of_a_
         path.write_text(bad)
         with pytest.raises(ValueError, match=f"^data_dir: .*rows.jsonl line 2 {why}"):
             list(read_json_lines(path, "data_dir"))
+
+
+def test_atomic_write_json_lines_round_trips_one_object_per_line_and_refuses_a_non_object(tmp_path):
+    from nlg.utils.io import atomic_write_json_lines, read_json_lines
+
+    path = tmp_path / "rows.jsonl"
+    rows = [{"a": 1, "text": "café, \"quoted\"\nnewline"}, {}, {"b": [2, None]}]
+    atomic_write_json_lines(path, iter(rows))
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n") and len(text.splitlines()) == 3  # an embedded newline is escaped, not a new row
+    assert [json.loads(line) for line in text.splitlines()] == rows
+    assert [row for _, row in read_json_lines(path, "path")] == rows
+    with pytest.raises(TypeError, match=r"rows\[1\]"):
+        atomic_write_json_lines(path, [{"c": 3}, ["not", "an", "object"]])
+    assert path.read_text(encoding="utf-8") == text and os.listdir(tmp_path) == ["rows.jsonl"]
